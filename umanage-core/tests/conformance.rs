@@ -1,6 +1,11 @@
 //! The KV conformance suite on every backend, and through the forwarding impls.
 
-#![allow(missing_docs, clippy::unwrap_used, clippy::unused_async, clippy::items_after_statements)]
+#![allow(
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::unused_async,
+    clippy::items_after_statements
+)]
 
 use std::sync::Arc;
 

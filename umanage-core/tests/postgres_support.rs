@@ -1,6 +1,11 @@
 //! The migration runner and the schema-per-test kit against a live Postgres.
 
-#![allow(missing_docs, clippy::unwrap_used, clippy::unused_async, clippy::items_after_statements)]
+#![allow(
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::unused_async,
+    clippy::items_after_statements
+)]
 
 use umanage_core::BackendError;
 use umanage_core::postgres::{Migration, Migrator};

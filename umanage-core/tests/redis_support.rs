@@ -1,7 +1,12 @@
 //! The Redis helpers against a live server: scripts (NOSCRIPT reload, no re-send after a
 //! timeout), reconnection, and namespace clean-up.
 
-#![allow(missing_docs, clippy::unwrap_used, clippy::unused_async, clippy::items_after_statements)]
+#![allow(
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::unused_async,
+    clippy::items_after_statements
+)]
 
 use std::time::Duration;
 

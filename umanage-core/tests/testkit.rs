@@ -1,7 +1,12 @@
 //! The kit fails loudly when services are required but wrong: run this test binary again
 //! as a child process with a wrong URL and check that it fails, naming the variable.
 
-#![allow(missing_docs, clippy::unwrap_used, clippy::unused_async, clippy::items_after_statements)]
+#![allow(
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::unused_async,
+    clippy::items_after_statements
+)]
 
 use std::process::Command;
 
