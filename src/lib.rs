@@ -6,6 +6,22 @@
 /// Redis/Postgres helpers, the key-value store and the test kit.
 pub use umanage_core as core;
 
+/// Password policy, strength, breach checks, spray detection and hashing.
+#[cfg(feature = "password")]
+pub use umanage_password as password;
+
+/// Sessions: expiry, devices, limits, rotation and replay protection.
+#[cfg(feature = "session")]
+pub use umanage_session as session;
+
+/// Rate limiting: six strategies, memory and Redis, tiers, tower layer.
+#[cfg(feature = "ratelimit")]
+pub use umanage_ratelimit as ratelimit;
+
+/// Audit events, pipeline, storage and tamper evidence.
+#[cfg(feature = "audit")]
+pub use umanage_audit as audit;
+
 pub use umanage_core::{
     BackendError, ClientIpResolver, Clock, IpKeyPolicy, KeyBuilder, ManualClock, RequestContext,
     SharedClock, SystemClock, UserId,
