@@ -3,7 +3,11 @@
 #![deny(missing_docs)]
 
 pub mod error;
+pub mod hash;
 pub mod normalize;
+pub mod pepper;
 
 pub use error::{PasswordError, Result};
+pub use hash::{HashedPassword, HasherConfig, PasswordHasher, VerifyOutcome};
 pub use normalize::{MAX_PASSWORD_BYTES, NormalizedPassword};
+pub use pepper::PepperSet;
