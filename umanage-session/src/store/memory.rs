@@ -1,0 +1,437 @@
+//! In-memory [`SessionStore`] for single-instance hosts and tests.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeDelta, Utc};
+use parking_lot::Mutex;
+use umanage_core::{SharedClock, SystemClock, UserId};
+
+use super::{
+    CreateOutcome, LimitPolicy, NewSession, RefreshOutcome, RefreshRequest, SessionStore, Touch,
+    TouchOutcome, UpdateOutcome,
+};
+use crate::error::{Error, Result};
+use crate::model::{FamilyId, Session, SessionId};
+use crate::store::BindingPolicy;
+use crate::token::TokenHash;
+
+/// Full sweeps of abandoned users happen every this many operations.
+const SWEEP_EVERY: u64 = 4096;
+
+/// A [`SessionStore`] in process memory.
+///
+/// Time comes from the injected clock ([`with_clock`](Self::with_clock); the default is
+/// the system clock). Dead records are pruned whenever their user is touched, and every
+/// 4096 operations the whole map is swept, so memory stays bounded by the live
+/// sessions. Token hashes are map keys whose equality is constant-time.
+#[derive(Debug)]
+pub struct MemorySessionStore {
+    clock: SharedClock,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    users: HashMap<UserId, UserState>,
+    ops: u64,
+}
+
+#[derive(Debug, Default)]
+struct UserState {
+    sessions: HashMap<SessionId, Record>,
+    tokens: HashMap<TokenHash, SessionId>,
+    epoch: u64,
+    families: HashMap<FamilyId, Family>,
+    refresh: HashMap<TokenHash, FamilyId>,
+}
+
+#[derive(Debug)]
+struct Record {
+    session: Session,
+    token: TokenHash,
+}
+
+#[derive(Debug)]
+struct Family {
+    current: TokenHash,
+    previous: Option<(TokenHash, DateTime<Utc>, Option<String>)>,
+    session: SessionId,
+    expires_at: DateTime<Utc>,
+}
+
+fn delta(d: Duration) -> TimeDelta {
+    TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX)
+}
+
+fn add(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    t.checked_add_signed(delta(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+impl Record {
+    fn live(&self, now: DateTime<Utc>, epoch: u64) -> bool {
+        now < self.session.idle_expires_at
+            && now < self.session.expires_at
+            && self.session.credential_epoch >= epoch
+    }
+}
+
+impl UserState {
+    /// Drops every dead session, its token, and families whose session is gone.
+    fn prune(&mut self, now: DateTime<Utc>) {
+        let epoch = self.epoch;
+        let dead: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter(|(_, r)| !r.live(now, epoch))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in dead {
+            self.kill(id);
+        }
+        let sessions = &self.sessions;
+        self.families
+            .retain(|_, f| now < f.expires_at && sessions.contains_key(&f.session));
+        let families = &self.families;
+        self.refresh.retain(|_, fid| families.contains_key(fid));
+    }
+
+    fn kill(&mut self, id: SessionId) -> bool {
+        match self.sessions.remove(&id) {
+            Some(rec) => {
+                self.tokens.remove(&rec.token);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.sessions.is_empty() && self.families.is_empty()
+    }
+
+    fn slide(rec: &mut Record, now: DateTime<Utc>, ip: Option<std::net::IpAddr>) {
+        let s = &mut rec.session;
+        s.last_activity = now;
+        s.idle_expires_at = add(now, s.idle_timeout).min(s.expires_at);
+        if let Some(ip) = ip.map(umanage_core::net::canonical_ip) {
+            if s.ip.is_some_and(|login| login != ip) {
+                s.ip_changed = true;
+            }
+            s.last_ip = Some(ip);
+        }
+    }
+}
+
+impl MemorySessionStore {
+    /// A store on the system clock.
+    pub fn new() -> Self {
+        Self::with_clock(SystemClock::shared())
+    }
+
+    /// A store on `clock` (a [`ManualClock`](umanage_core::ManualClock) in tests).
+    pub fn with_clock(clock: SharedClock) -> Self {
+        Self {
+            clock,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    /// Number of users with state held (for tests of the clean-up).
+    pub fn users_held(&self) -> usize {
+        self.state.lock().users.len()
+    }
+
+    /// Removes every dead record now (also done on its own every few thousand operations).
+    pub fn sweep(&self) {
+        let now = self.clock.now();
+        let mut state = self.state.lock();
+        Self::sweep_locked(&mut state, now);
+    }
+
+    fn sweep_locked(state: &mut State, now: DateTime<Utc>) {
+        state.users.retain(|_, u| {
+            u.prune(now);
+            !u.is_empty()
+        });
+    }
+
+    /// Runs `f` on the user's pruned state, dropping the state again if it ends up empty.
+    fn with_user<T>(&self, user: UserId, f: impl FnOnce(&mut UserState, DateTime<Utc>) -> T) -> T {
+        let now = self.clock.now();
+        let mut state = self.state.lock();
+        state.ops = state.ops.wrapping_add(1);
+        if state.ops.is_multiple_of(SWEEP_EVERY) {
+            Self::sweep_locked(&mut state, now);
+        }
+        let u = state.users.entry(user).or_default();
+        u.prune(now);
+        let out = f(u, now);
+        if u.is_empty() {
+            state.users.remove(&user);
+        }
+        out
+    }
+}
+
+impl Default for MemorySessionStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[async_trait]
+impl SessionStore for MemorySessionStore {
+    #[tracing::instrument(level = "debug", skip_all, fields(user = %new.session.user_id))]
+    async fn create(&self, new: NewSession) -> Result<CreateOutcome> {
+        let user = new.session.user_id;
+        self.with_user(user, |u, now| {
+            if u.tokens.contains_key(&new.token) || u.sessions.contains_key(&new.session.id) {
+                return Err(Error::Duplicate);
+            }
+            let mut evicted = Vec::new();
+            if let Some(limit) = new.limit {
+                let max = limit.max.max(1) as usize;
+                if u.sessions.len() >= max {
+                    if limit.policy == LimitPolicy::RejectNew {
+                        return Ok(CreateOutcome::LimitReached {
+                            active: u.sessions.len() as u32,
+                        });
+                    }
+                    let mut by_age: Vec<(DateTime<Utc>, SessionId)> = u
+                        .sessions
+                        .values()
+                        .map(|r| (r.session.created_at, r.session.id))
+                        .collect();
+                    by_age.sort();
+                    for (_, id) in by_age.into_iter().take(u.sessions.len() + 1 - max) {
+                        u.kill(id);
+                        evicted.push(id);
+                    }
+                    u.prune(now);
+                }
+            }
+            let mut s = new.session;
+            s.created_at = now;
+            s.last_activity = now;
+            s.expires_at = add(now, new.lifetime);
+            s.idle_timeout = new.idle_timeout;
+            s.idle_expires_at = add(now, new.idle_timeout).min(s.expires_at);
+            s.credential_epoch = u.epoch;
+            s.ip_changed = false;
+            s.device_mismatch = false;
+            s.last_ip = s.ip;
+            s.version = 1;
+            u.tokens.insert(new.token, s.id);
+            u.sessions.insert(
+                s.id,
+                Record {
+                    session: s.clone(),
+                    token: new.token,
+                },
+            );
+            Ok(CreateOutcome::Created {
+                session: Box::new(s),
+                evicted,
+            })
+        })
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(user = %user))]
+    async fn touch(&self, user: UserId, token: &TokenHash, touch: Touch) -> Result<TouchOutcome> {
+        self.with_user(user, |u, now| {
+            let Some(&id) = u.tokens.get(token) else {
+                return Ok(TouchOutcome::Invalid);
+            };
+            if let Some(next) = &touch.rotate_to
+                && u.tokens.contains_key(next)
+            {
+                return Err(Error::Duplicate);
+            }
+            let Some(rec) = u.sessions.get_mut(&id) else {
+                return Ok(TouchOutcome::Invalid);
+            };
+            let mismatch = matches!(
+                (&rec.session.fingerprint, &touch.fingerprint),
+                (Some(a), Some(b)) if a != b
+            );
+            if mismatch {
+                match touch.binding {
+                    BindingPolicy::Reject => return Ok(TouchOutcome::DeviceMismatch(id)),
+                    BindingPolicy::Flag => rec.session.device_mismatch = true,
+                    BindingPolicy::Ignore => {}
+                }
+            }
+            UserState::slide(rec, now, touch.ip);
+            let old = rec.token;
+            if let Some(next) = touch.rotate_to {
+                rec.token = next;
+            }
+            let session = rec.session.clone();
+            if let Some(next) = touch.rotate_to {
+                u.tokens.remove(&old);
+                u.tokens.insert(next, id);
+            }
+            Ok(TouchOutcome::Valid(Box::new(session)))
+        })
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(user = %session.user_id))]
+    async fn update(&self, session: &Session) -> Result<UpdateOutcome> {
+        Ok(self.with_user(session.user_id, |u, _| {
+            let Some(rec) = u.sessions.get_mut(&session.id) else {
+                return UpdateOutcome::NotFound;
+            };
+            if rec.session.version != session.version {
+                return UpdateOutcome::Conflict {
+                    current: rec.session.version,
+                };
+            }
+            let s = &mut rec.session;
+            s.username.clone_from(&session.username);
+            s.email.clone_from(&session.email);
+            s.roles.clone_from(&session.roles);
+            s.permissions.clone_from(&session.permissions);
+            s.ip = session.ip;
+            s.user_agent.clone_from(&session.user_agent);
+            s.device_id.clone_from(&session.device_id);
+            s.fingerprint.clone_from(&session.fingerprint);
+            s.location.clone_from(&session.location);
+            s.mfa_verified = session.mfa_verified;
+            s.data.clone_from(&session.data);
+            s.version += 1;
+            UpdateOutcome::Updated(s.version)
+        }))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(user = %user))]
+    async fn list(&self, user: UserId) -> Result<Vec<Session>> {
+        Ok(self.with_user(user, |u, _| {
+            let mut out: Vec<Session> = u.sessions.values().map(|r| r.session.clone()).collect();
+            out.sort_by_key(|s| (s.created_at, s.id));
+            out
+        }))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(user = %user))]
+    async fn revoke(&self, user: UserId, id: SessionId) -> Result<bool> {
+        Ok(self.with_user(user, |u, now| {
+            let killed = u.kill(id);
+            u.prune(now);
+            killed
+        }))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(user = %user))]
+    async fn revoke_all(&self, user: UserId, keep: Option<SessionId>) -> Result<u64> {
+        Ok(self.with_user(user, |u, now| {
+            let ids: Vec<SessionId> = u
+                .sessions
+                .keys()
+                .copied()
+                .filter(|id| Some(*id) != keep)
+                .collect();
+            let n = ids.into_iter().filter(|id| u.kill(*id)).count();
+            u.prune(now);
+            n as u64
+        }))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(user = %user))]
+    async fn bump_epoch(&self, user: UserId) -> Result<()> {
+        self.with_user(user, |u, now| {
+            // Every session held was created before the bump, so all of them die now; an
+            // emptied user is forgotten (epoch included), like the Redis epoch key whose
+            // TTL ends with the user's last session.
+            u.epoch += 1;
+            u.prune(now);
+        });
+        Ok(())
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(user = %user))]
+    async fn start_family(
+        &self,
+        user: UserId,
+        session: SessionId,
+        token: &TokenHash,
+    ) -> Result<Option<FamilyId>> {
+        self.with_user(user, |u, _| {
+            let Some(rec) = u.sessions.get(&session) else {
+                return Ok(None);
+            };
+            if u.refresh.contains_key(token) {
+                return Err(Error::Duplicate);
+            }
+            let id = FamilyId::new();
+            let expires_at = rec.session.expires_at;
+            u.families.insert(
+                id,
+                Family {
+                    current: *token,
+                    previous: None,
+                    session,
+                    expires_at,
+                },
+            );
+            u.refresh.insert(*token, id);
+            Ok(Some(id))
+        })
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(user = %request.user))]
+    async fn refresh(&self, request: RefreshRequest) -> Result<RefreshOutcome> {
+        self.with_user(request.user, |u, now| {
+            let Some(&fid) = u.refresh.get(&request.presented) else {
+                return Ok(RefreshOutcome::Invalid);
+            };
+            let Some(fam) = u.families.get(&fid) else {
+                return Ok(RefreshOutcome::Invalid);
+            };
+            let sid = fam.session;
+            if fam.current == request.presented {
+                if u.refresh.contains_key(&request.next_refresh)
+                    || u.tokens.contains_key(&request.next_session)
+                {
+                    return Err(Error::Duplicate);
+                }
+                let Some(rec) = u.sessions.get_mut(&sid) else {
+                    return Ok(RefreshOutcome::Invalid);
+                };
+                UserState::slide(rec, now, None);
+                let old = std::mem::replace(&mut rec.token, request.next_session);
+                let session = rec.session.clone();
+                u.tokens.remove(&old);
+                u.tokens.insert(request.next_session, sid);
+                if let Some(fam) = u.families.get_mut(&fid) {
+                    fam.previous = Some((
+                        request.presented,
+                        add(now, request.grace),
+                        request.fingerprint.clone(),
+                    ));
+                    fam.current = request.next_refresh;
+                }
+                u.refresh.insert(request.next_refresh, fid);
+                return Ok(RefreshOutcome::Rotated(Box::new(session)));
+            }
+            let grace = matches!(
+                &fam.previous,
+                Some((prev, until, Some(fp)))
+                    if *prev == request.presented
+                        && now < *until
+                        && request.fingerprint.as_ref() == Some(fp)
+            );
+            if grace && let Some(rec) = u.sessions.get_mut(&sid) {
+                UserState::slide(rec, now, None);
+                return Ok(RefreshOutcome::Grace(Box::new(rec.session.clone())));
+            }
+            // A used token again: the family is compromised.
+            u.families.remove(&fid);
+            u.kill(sid);
+            u.prune(now);
+            Ok(RefreshOutcome::Reused)
+        })
+    }
+}

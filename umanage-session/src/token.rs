@@ -1,0 +1,262 @@
+//! Bearer tokens and their stored hashes.
+//!
+//! A token is 48 bytes, written as 64 characters of base64url without padding: the 16-byte
+//! user id (it routes the lookup to the user's Redis hash tag, and is not secret) followed
+//! by 32 bytes (256 bits) from the operating system's CSPRNG. Stores keep only
+//! [`TokenHash`], the SHA-256 of the 48 bytes, so a leaked store yields no usable token.
+//! `Debug` of a token never shows it; [`TokenHash`] compares in constant time.
+
+use std::fmt;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rand::TryRngCore as _;
+use sha2::{Digest as _, Sha256};
+use subtle::ConstantTimeEq as _;
+use umanage_core::UserId;
+
+use crate::error::{Error, Result};
+
+/// Bytes of secret randomness in every token (256 bits).
+pub const TOKEN_SECRET_BYTES: usize = 32;
+const TOKEN_BYTES: usize = 16 + TOKEN_SECRET_BYTES;
+/// Length of a token's text form.
+pub const TOKEN_TEXT_LEN: usize = 64;
+
+/// The SHA-256 of a token: what stores keep instead of the token.
+///
+/// Equality is constant-time ([`subtle`]), so comparing a presented token's hash with a
+/// stored one leaks nothing through timing. `Debug` shows only the first 4 bytes.
+#[derive(Clone, Copy, Eq)]
+pub struct TokenHash([u8; 32]);
+
+impl TokenHash {
+    /// The raw digest.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// Lower-case hex, as used in Redis keys.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// Parses the hex form.
+    pub fn from_hex(text: &str) -> Option<Self> {
+        let mut out = [0_u8; 32];
+        hex::decode_to_slice(text, &mut out).ok()?;
+        Some(Self(out))
+    }
+}
+
+impl PartialEq for TokenHash {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.ct_eq(&other.0).into()
+    }
+}
+
+impl std::hash::Hash for TokenHash {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
+
+impl fmt::Debug for TokenHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TokenHash({}..)", hex::encode(&self.0[..4]))
+    }
+}
+
+/// 48 token bytes: user id then secret.
+#[derive(Clone)]
+struct RawToken {
+    bytes: [u8; TOKEN_BYTES],
+    text: String,
+}
+
+impl RawToken {
+    fn generate(user: UserId) -> Result<Self> {
+        let mut bytes = [0_u8; TOKEN_BYTES];
+        bytes[..16].copy_from_slice(user.as_uuid().as_bytes());
+        rand::rngs::OsRng
+            .try_fill_bytes(&mut bytes[16..])
+            .map_err(|e| Error::Rng(e.to_string()))?;
+        let text = URL_SAFE_NO_PAD.encode(bytes);
+        Ok(Self { bytes, text })
+    }
+
+    fn parse(text: &str, kind: &'static str) -> Result<Self> {
+        let bad = || Error::MalformedToken { kind };
+        if text.len() != TOKEN_TEXT_LEN {
+            return Err(bad());
+        }
+        let mut bytes = [0_u8; TOKEN_BYTES];
+        let n = URL_SAFE_NO_PAD
+            .decode_slice(text.as_bytes(), &mut bytes)
+            .map_err(|_| bad())?;
+        if n != TOKEN_BYTES {
+            return Err(bad());
+        }
+        Ok(Self {
+            bytes,
+            text: text.to_owned(),
+        })
+    }
+
+    fn user_id(&self) -> UserId {
+        let mut id = [0_u8; 16];
+        id.copy_from_slice(&self.bytes[..16]);
+        UserId::from_uuid(uuid::Uuid::from_bytes(id))
+    }
+
+    fn hash(&self, domain: &[u8]) -> TokenHash {
+        let mut h = Sha256::new();
+        h.update(domain);
+        h.update(self.bytes);
+        TokenHash(h.finalize().into())
+    }
+}
+
+macro_rules! token_type {
+    ($(#[$doc:meta])* $name:ident, $kind:literal, $domain:literal) => {
+        $(#[$doc])*
+        #[derive(Clone)]
+        pub struct $name(RawToken);
+
+        impl $name {
+            /// A fresh token for `user`: 256 bits from the OS CSPRNG.
+            ///
+            /// # Errors
+            ///
+            /// [`Error::Rng`] when the OS random source fails.
+            pub fn generate(user: UserId) -> Result<Self> {
+                RawToken::generate(user).map(Self)
+            }
+
+            /// Parses a token presented by a client.
+            ///
+            /// # Errors
+            ///
+            /// [`Error::MalformedToken`] when the text is not 64 base64url characters.
+            pub fn parse(text: &str) -> Result<Self> {
+                RawToken::parse(text.trim(), $kind).map(Self)
+            }
+
+            /// The text to hand to the client (cookie value, `Authorization: Bearer`).
+            /// Never log it.
+            pub fn expose(&self) -> &str {
+                &self.0.text
+            }
+
+            /// The user the token was issued to (not secret: it routes the lookup).
+            pub fn user_id(&self) -> UserId {
+                self.0.user_id()
+            }
+
+            /// The SHA-256 the store keeps (domain-separated per token kind).
+            pub fn hash(&self) -> TokenHash {
+                self.0.hash($domain)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(concat!(stringify!($name), "(***)"))
+            }
+        }
+
+        impl PartialEq for $name {
+            fn eq(&self, other: &Self) -> bool {
+                self.0.bytes.ct_eq(&other.0.bytes).into()
+            }
+        }
+
+        impl Eq for $name {}
+
+        impl std::str::FromStr for $name {
+            type Err = Error;
+            fn from_str(s: &str) -> Result<Self> {
+                Self::parse(s)
+            }
+        }
+    };
+}
+
+token_type!(
+    /// The bearer credential of a session (cookie or `Authorization: Bearer`).
+    ///
+    /// ```
+    /// use umanage_core::UserId;
+    /// use umanage_session::SessionToken;
+    ///
+    /// let user = UserId::new();
+    /// let token = SessionToken::generate(user).unwrap();
+    /// assert_eq!(token.expose().len(), 64);
+    /// assert_eq!(format!("{token:?}"), "SessionToken(***)");
+    /// let back: SessionToken = token.expose().parse().unwrap();
+    /// assert_eq!(back.user_id(), user);
+    /// assert_eq!(back.hash(), token.hash());
+    /// ```
+    SessionToken,
+    "session",
+    b"umanage-session/v1\0"
+);
+
+token_type!(
+    /// A refresh token: one member of a refresh-token family. Each use issues the next one;
+    /// presenting a used one again revokes the family.
+    RefreshToken,
+    "refresh",
+    b"umanage-refresh/v1\0"
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_random_url_safe_and_redacted() {
+        let user = UserId::new();
+        let a = SessionToken::generate(user).unwrap();
+        let b = SessionToken::generate(user).unwrap();
+        assert_ne!(a.expose(), b.expose());
+        assert_ne!(a.hash(), b.hash());
+        assert!(
+            a.expose()
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        );
+        assert!(!format!("{a:?}").contains(a.expose()));
+        assert!(!format!("{:?}", a.hash()).contains(&a.hash().to_hex()));
+        assert_eq!(TokenHash::from_hex(&a.hash().to_hex()), Some(a.hash()));
+    }
+
+    #[test]
+    fn kinds_hash_differently() {
+        let user = UserId::new();
+        let s = SessionToken::generate(user).unwrap();
+        let r = RefreshToken::parse(s.expose()).unwrap();
+        assert_ne!(s.hash(), r.hash());
+    }
+
+    #[test]
+    fn malformed_tokens_are_typed_errors() {
+        let good = SessionToken::generate(UserId::new()).unwrap();
+        let mut plus = good.expose().to_owned();
+        plus.replace_range(0..1, "+");
+        for bad in [
+            "",
+            "abc",
+            &plus,
+            &"A".repeat(65),
+            &format!("{}=", &good.expose()[..63]),
+        ] {
+            let err = SessionToken::parse(bad).unwrap_err();
+            assert!(
+                matches!(err, Error::MalformedToken { kind: "session" }),
+                "{bad}"
+            );
+            assert!(!err.to_string().contains(bad) || bad.is_empty());
+        }
+    }
+}
