@@ -1,0 +1,274 @@
+//! The logger pipeline: retries, draining, backpressure, redaction before storage.
+
+#![allow(
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::unused_async,
+    clippy::items_after_statements
+)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use umanage_audit::testing::CollectingDestination;
+use umanage_audit::{
+    ActorType, AuditChain, AuditDestination, AuditEvent, AuditFilter, AuditLogger, AuditQuery,
+    AuditStorage, Backpressure, CheckpointKey, Error, Keyring, LoggerConfig, MemoryAuditStorage,
+    Recorded, Redactor, StorageDestination, event_types,
+};
+use umanage_core::ManualClock;
+
+/// Fails its first `fail` deliveries, then stores (idempotently) into memory storage.
+#[derive(Debug)]
+struct Flaky {
+    fail: usize,
+    calls: AtomicUsize,
+    inner: StorageDestination,
+}
+
+#[async_trait]
+impl AuditDestination for Flaky {
+    fn name(&self) -> &'static str {
+        "flaky"
+    }
+    async fn deliver(&self, events: &[AuditEvent]) -> umanage_audit::Result<()> {
+        if self.calls.fetch_add(1, Ordering::SeqCst) < self.fail {
+            return Err(Error::Destination {
+                destination: "flaky".into(),
+                reason: "down".into(),
+            });
+        }
+        self.inner.deliver(events).await
+    }
+}
+
+fn config() -> umanage_audit::pipeline::LoggerConfigBuilder {
+    LoggerConfig::builder()
+        .batch_size(10)
+        .queue_capacity(100)
+        .batch_delay(Duration::from_millis(20))
+        .retry(Duration::from_millis(5), Duration::from_millis(20))
+}
+
+fn events(clock: &ManualClock, n: usize) -> Vec<AuditEvent> {
+    (0..n)
+        .map(|i| {
+            clock.advance(Duration::from_millis(1));
+            AuditEvent::builder(event_types::LOGIN_SUCCESS, clock)
+                .actor(ActorType::User, format!("u{i}"))
+                .build()
+                .unwrap()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_failing_n_times_loses_nothing() {
+    let clock = ManualClock::default();
+    let storage: Arc<dyn AuditStorage> = Arc::new(MemoryAuditStorage::new());
+    let collect = Arc::new(CollectingDestination::default());
+    let logger = AuditLogger::builder(config().build().unwrap())
+        .destination(Flaky {
+            fail: 5,
+            calls: AtomicUsize::new(0),
+            inner: StorageDestination::new(Arc::clone(&storage), "c"),
+        })
+        .destination(Arc::clone(&collect))
+        .start()
+        .unwrap();
+    for e in events(&clock, 55) {
+        assert_eq!(logger.record(e).await.unwrap(), Recorded::Queued);
+    }
+    logger.flush().await.unwrap();
+    let stats = logger.stats();
+    assert_eq!((stats.queued, stats.written), (55, 55), "{stats:?}");
+    assert!(stats.retried >= 5, "{stats:?}");
+    assert_eq!(storage.count(&AuditFilter::new()).await.unwrap(), 55);
+    // the healthy destination got each batch once, not once per retry
+    assert_eq!(collect.events.lock().len(), 55);
+    let key = CheckpointKey::new("k", vec![1; 32]).unwrap();
+    let chain = AuditChain::new(storage, Keyring::new(key), clock.shared());
+    assert!(chain.verify("c", ..).await.unwrap().is_intact());
+    logger.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_drains_the_queue_and_then_refuses() {
+    let clock = ManualClock::default();
+    let collect = Arc::new(CollectingDestination::default());
+    let logger = AuditLogger::builder(
+        config()
+            .batch_delay(Duration::from_secs(3600))
+            .batch_size(50)
+            .build()
+            .unwrap(),
+    )
+    .destination(Arc::clone(&collect))
+    .start()
+    .unwrap();
+    for e in events(&clock, 37) {
+        logger.record(e).await.unwrap();
+    }
+    let stats = logger.shutdown().await.unwrap();
+    assert_eq!(stats.written, 37);
+    assert_eq!(collect.events.lock().len(), 37);
+    let late = events(&clock, 1).pop().unwrap();
+    assert!(matches!(logger.record(late).await, Err(Error::Closed)));
+}
+
+/// A destination that blocks until released.
+#[derive(Debug)]
+struct Gate(tokio::sync::Semaphore, CollectingDestination);
+
+#[async_trait]
+impl AuditDestination for Gate {
+    fn name(&self) -> &'static str {
+        "gate"
+    }
+    async fn deliver(&self, events: &[AuditEvent]) -> umanage_audit::Result<()> {
+        let _p = self.0.acquire().await.unwrap();
+        self.1.deliver(events).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_rejects_loudly_or_spills() {
+    let clock = ManualClock::default();
+    let gate = Arc::new(Gate(
+        tokio::sync::Semaphore::new(0),
+        CollectingDestination::default(),
+    ));
+    let logger = AuditLogger::builder(
+        config()
+            .queue_capacity(2)
+            .batch_size(1)
+            .backpressure(Backpressure::Wait(Duration::from_millis(20)))
+            .build()
+            .unwrap(),
+    )
+    .destination(Arc::clone(&gate))
+    .start()
+    .unwrap();
+    let mut rejected = 0;
+    for e in events(&clock, 10) {
+        if let Err(err) = logger.record(e).await {
+            assert!(matches!(err, Error::QueueFull(_)), "{err:?}");
+            rejected += 1;
+        }
+    }
+    assert!(rejected > 0);
+    assert_eq!(logger.stats().dropped, rejected);
+    gate.0.add_permits(1000);
+    logger.shutdown().await.unwrap();
+    assert_eq!(gate.1.events.lock().len() as u64, 10 - rejected);
+
+    // The same with a spill file: nothing is rejected, everything arrives.
+    let dir = std::env::temp_dir().join(format!("umanage-audit-spill-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let gate = Arc::new(Gate(
+        tokio::sync::Semaphore::new(0),
+        CollectingDestination::default(),
+    ));
+    let logger = AuditLogger::builder(
+        config()
+            .queue_capacity(2)
+            .batch_size(1)
+            .backpressure(Backpressure::Spill {
+                wait: Duration::from_millis(10),
+                path: dir.join("spill.jsonl"),
+            })
+            .build()
+            .unwrap(),
+    )
+    .destination(Arc::clone(&gate))
+    .start()
+    .unwrap();
+    let sent = events(&clock, 10);
+    let mut spilled = 0;
+    for e in sent.clone() {
+        if logger.record(e).await.unwrap() == Recorded::Spilled {
+            spilled += 1;
+        }
+    }
+    assert!(spilled > 0);
+    gate.0.add_permits(1000);
+    let stats = logger.shutdown().await.unwrap();
+    assert_eq!((stats.spilled, stats.dropped), (spilled, 0));
+    let mut got: Vec<_> = gate.1.events.lock().iter().map(|e| e.id).collect();
+    let mut want: Vec<_> = sent.iter().map(|e| e.id).collect();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filters_and_sampling_never_drop_security_events() {
+    let clock = ManualClock::default();
+    let collect = Arc::new(CollectingDestination::default());
+    let logger = AuditLogger::builder(config().build().unwrap())
+        .filter(umanage_audit::pipeline::Sampler::new(0.0).unwrap())
+        .enricher(umanage_audit::pipeline::HostEnricher::new(
+            "h1", "svc", "1.2.3",
+        ))
+        .destination(Arc::clone(&collect))
+        .start()
+        .unwrap();
+    for e in events(&clock, 5) {
+        assert_eq!(logger.record(e).await.unwrap(), Recorded::Filtered);
+    }
+    let fail = AuditEvent::builder(event_types::LOGIN_FAILURE, &clock)
+        .build()
+        .unwrap();
+    assert_eq!(logger.record(fail).await.unwrap(), Recorded::Queued);
+    logger.flush().await.unwrap();
+    let got = collect.events.lock().clone();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].hostname.as_deref(), Some("h1"));
+    assert_eq!(logger.stats().filtered, 5);
+    logger.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redaction_happens_before_the_postgres_row_is_written_and_hashed() {
+    let Some(db) = umanage_core::testkit::postgres().await else {
+        return;
+    };
+    umanage_audit::PostgresAuditStorage::migrate(db.pool())
+        .await
+        .unwrap();
+    let storage: Arc<dyn AuditStorage> =
+        Arc::new(umanage_audit::PostgresAuditStorage::new(db.pool().clone()));
+    let clock = ManualClock::default();
+    let logger = AuditLogger::builder(config().build().unwrap())
+        .transformer(Redactor::standard())
+        .destination(StorageDestination::new(Arc::clone(&storage), "c"))
+        .start()
+        .unwrap();
+    let e = AuditEvent::builder(event_types::PASSWORD_CHANGED, &clock)
+        .actor(ActorType::User, "u1")
+        .change(
+            serde_json::json!({"password": "old-secret-pw", "email": "ann@example.com"}),
+            serde_json::json!({"password": "new-secret-pw", "email": "ann@example.org"}),
+        )
+        .build()
+        .unwrap();
+    logger.record(e).await.unwrap();
+    logger.shutdown().await.unwrap();
+    let raw: String = sqlx::query_scalar("SELECT event::text FROM umanage_audit_events")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    for secret in ["old-secret-pw", "new-secret-pw", "ann@"] {
+        assert!(!raw.contains(secret), "{secret} stored: {raw}");
+    }
+    assert!(raw.contains("a***@example.com"), "{raw}");
+    let page = storage
+        .query(&AuditQuery::new(AuditFilter::new()))
+        .await
+        .unwrap();
+    let stored = &page.events[0];
+    assert_eq!(stored.recompute().unwrap(), stored.hash);
+}
