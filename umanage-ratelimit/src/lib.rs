@@ -1,3 +1,24 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+
+mod algorithm;
+pub mod error;
+pub mod key;
+pub mod model;
+pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use error::{Error, Result};
+pub use key::{KeyPart, KeySpec};
+pub use model::{
+    Decision, PathPattern, RateLimitRule, RuleSet, Strategy, StrategyBuilder, StrategyKind,
+};
+#[cfg(feature = "redis")]
+pub use store::RedisRateLimiter;
+pub use store::{
+    Check, FailurePolicy, MAX_KEY_LEN, MAX_RULES_PER_CHECK, RateLimitStore, ResilientLimiter,
+};
+#[cfg(feature = "memory")]
+pub use store::{MemoryRateLimiter, MemoryRateLimiterBuilder};
