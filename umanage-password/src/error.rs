@@ -90,6 +90,10 @@ pub enum PasswordError {
         reason: String,
     },
 
+    /// A password policy is contradictory or out of range.
+    #[error(transparent)]
+    Policy(#[from] crate::policy::PolicyError),
+
     /// A storage backend failed.
     #[error(transparent)]
     Backend(#[from] BackendError),

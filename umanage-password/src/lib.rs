@@ -2,12 +2,20 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod dictionary;
 pub mod error;
 pub mod hash;
 pub mod normalize;
 pub mod pepper;
+pub mod policy;
+pub mod strength;
 
 pub use error::{PasswordError, Result};
 pub use hash::{HashedPassword, HasherConfig, PasswordHasher, VerifyOutcome};
 pub use normalize::{MAX_PASSWORD_BYTES, NormalizedPassword};
 pub use pepper::PepperSet;
+pub use policy::{
+    PasswordPolicy, PasswordPolicyBuilder, PolicyError, UserInfo, ValidationReport, Violation,
+    ViolationCode,
+};
+pub use strength::StrengthEstimate;
