@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod archive;
 pub mod chain;
 pub mod error;
 pub mod event_types;
@@ -13,6 +14,7 @@ pub mod store;
 pub mod testing;
 pub mod verify;
 
+pub use archive::{ArchiveConfig, JsonlArchive, read_archive};
 pub use chain::{
     BreakKind, ChainBreak, ChainHead, Checkpoint, CheckpointKey, Digest, Keyring, StoredEvent,
     VerifyReport,
