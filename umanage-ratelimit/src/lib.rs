@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod adjust;
 mod algorithm;
 pub mod error;
 pub mod key;
@@ -9,9 +10,10 @@ pub mod model;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod tier;
 
 pub use error::{Error, Result};
-pub use key::{KeyPart, KeySpec};
+pub use key::{KeyExtractor, KeyPart, KeySpec, RequestInfo};
 pub use model::{
     Decision, PathPattern, RateLimitRule, RuleSet, Strategy, StrategyBuilder, StrategyKind,
 };

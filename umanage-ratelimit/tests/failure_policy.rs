@@ -1,0 +1,226 @@
+//! The failure policies against a Redis that really goes away and comes back: the test
+//! starts its own `redis-server` on a free loopback port, kills it mid-run and restarts it
+//! on the same port.
+
+#![allow(
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::unused_async,
+    clippy::items_after_statements
+)]
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use umanage_core::redis::RedisConfig;
+use umanage_ratelimit::{
+    FailurePolicy, RateLimitStore, RedisRateLimiter, ResilientLimiter, Strategy,
+};
+
+/// A `redis-server` child process, killed on drop.
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Server {
+    fn start(port: u16) -> Self {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Self { child, port }
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let client = redis::Client::open(format!("redis://127.0.0.1:{}", self.port)).unwrap();
+        loop {
+            if let Ok(mut c) = client.get_multiplexed_async_connection().await
+                && redis::cmd("PING")
+                    .query_async::<String>(&mut c)
+                    .await
+                    .is_ok()
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not start on {}",
+                self.port
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn redis_server_available() -> bool {
+    let found = Command::new("redis-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        assert!(
+            std::env::var("UMANAGE_REQUIRE_SERVICES").as_deref() != Ok("1"),
+            "redis-server is not on PATH and UMANAGE_REQUIRE_SERVICES=1"
+        );
+        eprintln!("skipping: redis-server is not on PATH");
+    }
+    found
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn key_exists(port: u16, key: &str) -> bool {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap();
+    let Ok(mut c) = client.get_multiplexed_async_connection().await else {
+        return false;
+    };
+    redis::cmd("EXISTS")
+        .arg(key)
+        .query_async::<i64>(&mut c)
+        .await
+        .is_ok_and(|n| n == 1)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policies_while_redis_is_down_and_recovery_after() {
+    if !redis_server_available() {
+        return;
+    }
+    let port = free_port();
+    let mut server = Server::start(port);
+    server.wait_ready().await;
+
+    let conn = RedisConfig::builder(format!("redis://127.0.0.1:{port}"))
+        .key_prefix("rl-failure-test")
+        .connect_timeout(Duration::from_millis(300))
+        .response_timeout(Duration::from_millis(300))
+        .reconnect_attempts(1)
+        .build()
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let redis = Arc::new(RedisRateLimiter::new(conn.clone()));
+    let probe = Duration::from_millis(200);
+    let make = |policy| {
+        ResilientLimiter::builder(redis.clone())
+            .policy(policy)
+            .probe_interval(probe)
+            .build()
+            .unwrap()
+    };
+    let open = make(FailurePolicy::FailOpen);
+    let closed = make(FailurePolicy::FailClosed);
+    let fallback = make(FailurePolicy::Fallback);
+    let s = Strategy::fixed_window(2, Duration::from_secs(3600)).unwrap();
+
+    // Up: every policy enforces the shared limit.
+    for (name, l) in [
+        ("open", &open),
+        ("closed", &closed),
+        ("fallback", &fallback),
+    ] {
+        let key = format!("up-{name}");
+        assert!(l.check(&key, &s, 1).await.unwrap().allowed);
+        assert!(l.check(&key, &s, 1).await.unwrap().allowed);
+        assert!(!l.check(&key, &s, 1).await.unwrap().allowed, "{name}");
+        assert!(key_exists(port, &redis.redis_key(&key, &s)).await);
+        assert!(!l.is_degraded());
+    }
+
+    server.stop();
+
+    // Down: fail open admits even an exhausted key; fail closed rejects a fresh key;
+    // fallback enforces the limit locally.
+    for _ in 0..5 {
+        assert!(open.check("up-open", &s, 1).await.unwrap().allowed);
+    }
+    assert!(open.is_degraded());
+    let d = closed.check("fresh-closed", &s, 1).await.unwrap();
+    assert!(!d.allowed);
+    assert_eq!(d.retry_after, Some(probe));
+    assert!(closed.is_degraded());
+    assert!(
+        fallback
+            .check("down-fallback", &s, 1)
+            .await
+            .unwrap()
+            .allowed
+    );
+    assert!(
+        fallback
+            .check("down-fallback", &s, 1)
+            .await
+            .unwrap()
+            .allowed
+    );
+    assert!(
+        !fallback
+            .check("down-fallback", &s, 1)
+            .await
+            .unwrap()
+            .allowed
+    );
+    assert!(fallback.is_degraded());
+    // Invalid input is still an error, not a policy decision.
+    assert!(open.check("", &s, 1).await.is_err());
+
+    // Back on the same port (empty: it kept nothing).
+    let server = Server::start(port);
+    server.wait_ready().await;
+
+    // Each policy returns to Redis by itself: the decisions are Redis's again (fail open
+    // would admit a third request; fail closed would reject), and the keys are in Redis.
+    for (name, l) in [
+        ("open", &open),
+        ("closed", &closed),
+        ("fallback", &fallback),
+    ] {
+        let key = format!("back-{name}");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            tokio::time::sleep(probe).await;
+            let _ = l.check("warm-up", &s, 1).await;
+            if !l.is_degraded() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{name}: never recovered");
+        }
+        assert!(l.check(&key, &s, 1).await.unwrap().allowed, "{name}");
+        assert!(l.check(&key, &s, 1).await.unwrap().allowed, "{name}");
+        assert!(
+            !l.check(&key, &s, 1).await.unwrap().allowed,
+            "{name}: not Redis's decision"
+        );
+        assert!(
+            key_exists(port, &redis.redis_key(&key, &s)).await,
+            "{name}: key not in Redis"
+        );
+    }
+    drop(server);
+}
