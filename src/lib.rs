@@ -6,6 +6,10 @@
 /// Redis/Postgres helpers, the key-value store and the test kit.
 pub use umanage_core as core;
 
+/// User accounts: usernames and emails unique after normalisation, roles, status.
+#[cfg(feature = "account")]
+pub use umanage_account as account;
+
 /// Password policy, strength, breach checks, spray detection and hashing.
 #[cfg(feature = "password")]
 pub use umanage_password as password;
