@@ -8,6 +8,7 @@ pub mod hash;
 pub mod normalize;
 pub mod pepper;
 pub mod policy;
+pub mod pool;
 pub mod strength;
 
 pub use error::{PasswordError, Result};
