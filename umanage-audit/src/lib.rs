@@ -9,10 +9,12 @@ pub mod event_types;
 pub mod model;
 pub mod pipeline;
 pub mod redact;
+pub mod risk;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod verify;
+pub mod webhook;
 
 pub use archive::{ArchiveConfig, JsonlArchive, read_archive};
 pub use chain::{
@@ -28,9 +30,11 @@ pub use pipeline::{
     StorageDestination, TracingDestination,
 };
 pub use redact::{RedactAction, Redactor};
+pub use risk::{RiskEngine, RiskRule};
 #[cfg(feature = "memory")]
 pub use store::memory::MemoryAuditStorage;
 #[cfg(feature = "postgres")]
 pub use store::postgres::PostgresAuditStorage;
 pub use store::{AppendReport, AuditFilter, AuditQuery, AuditStorage, Order, Page};
 pub use verify::{AuditChain, PruneReport};
+pub use webhook::WebhookDestination;

@@ -272,3 +272,84 @@ async fn redaction_happens_before_the_postgres_row_is_written_and_hashed() {
     let stored = &page.events[0];
     assert_eq!(stored.recompute().unwrap(), stored.hash);
 }
+
+type Received = Arc<parking_lot::Mutex<Vec<(String, Vec<u8>)>>>;
+
+/// A tiny HTTP/1.1 server: answers 503 to the first `fail` requests, then 200, and keeps
+/// every accepted body.
+async fn hook_server(fail: usize) -> (u16, Received) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let got: Received = Arc::default();
+    let seen = Arc::clone(&got);
+    tokio::spawn(async move {
+        let mut n = 0;
+        while let Ok((mut s, _)) = listener.accept().await {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            let (head_end, len) = loop {
+                let k = s.read(&mut chunk).await.unwrap();
+                if k == 0 {
+                    break (0, 0);
+                }
+                buf.extend_from_slice(&chunk[..k]);
+                if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&buf[..p]).to_ascii_lowercase();
+                    let len = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .map_or(0, |v| v.trim().parse::<usize>().unwrap());
+                    break (p + 4, len);
+                }
+            };
+            while buf.len() < head_end + len {
+                let k = s.read(&mut chunk).await.unwrap();
+                buf.extend_from_slice(&chunk[..k]);
+            }
+            n += 1;
+            let status = if n <= fail {
+                "503 Service Unavailable"
+            } else {
+                "200 OK"
+            };
+            if n > fail {
+                let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+                seen.lock().push((head, buf[head_end..].to_vec()));
+            }
+            let _ = s
+                .write_all(format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\n\r\n").as_bytes())
+                .await;
+        }
+    });
+    (port, got)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhook_posts_batches_and_is_retried() {
+    let (port, got) = hook_server(3).await;
+    let clock = ManualClock::default();
+    let hook = umanage_audit::WebhookDestination::new(&format!("http://127.0.0.1:{port}/audit"))
+        .unwrap()
+        .signing_secret("hook-secret");
+    let logger = AuditLogger::builder(config().build().unwrap())
+        .destination(hook)
+        .start()
+        .unwrap();
+    let sent = events(&clock, 25);
+    for e in sent.clone() {
+        logger.record(e).await.unwrap();
+    }
+    let stats = logger.shutdown().await.unwrap();
+    assert!(stats.retried >= 3, "{stats:?}");
+    let got = got.lock().clone();
+    let mut ids = Vec::new();
+    for (head, body) in &got {
+        assert!(head.starts_with("post /audit "), "{head}");
+        assert!(head.contains("x-umanage-signature: sha256="), "{head}");
+        assert!(head.contains("idempotency-key: "), "{head}");
+        let batch: Vec<AuditEvent> = serde_json::from_slice(body).unwrap();
+        ids.extend(batch.into_iter().map(|e| e.id));
+    }
+    assert_eq!(ids, sent.iter().map(|e| e.id).collect::<Vec<_>>());
+}
