@@ -90,6 +90,26 @@ pub enum PasswordError {
         reason: String,
     },
 
+    /// An offline breach index file is not valid (wrong magic, size or bucket table).
+    #[error("invalid breach index: {reason}")]
+    InvalidBreachIndex {
+        /// What is wrong.
+        reason: &'static str,
+    },
+
+    /// A line of a `SHA1:COUNT` breach corpus could not be parsed.
+    #[error("breach corpus line {line}: {reason}")]
+    InvalidBreachInput {
+        /// 1-based line number.
+        line: u64,
+        /// What is wrong.
+        reason: &'static str,
+    },
+
+    /// Reading or writing a local file (breach index, corpus) failed.
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+
     /// A password policy is contradictory or out of range.
     #[error(transparent)]
     Policy(#[from] crate::policy::PolicyError),

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod breach;
 pub mod dictionary;
 pub mod error;
 pub mod hash;
@@ -9,7 +10,10 @@ pub mod normalize;
 pub mod pepper;
 pub mod policy;
 pub mod pool;
+pub mod store;
 pub mod strength;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use error::{PasswordError, Result};
 pub use hash::{HashedPassword, HasherConfig, PasswordHasher, VerifyOutcome};

@@ -1,0 +1,279 @@
+//! Have I Been Pwned "Pwned Passwords" range API client (feature `hibp`).
+//!
+//! k-anonymity: only the first 5 hex digits of the password's SHA-1 leave the process
+//! (`GET {base_url}/range/{PREFIX}`); the service answers with every `SUFFIX:COUNT` in that
+//! range and the match is found locally. The request carries `Add-Padding: true`, so the
+//! response size does not reveal the range either; padding rows (count 0) are ignored.
+//!
+//! Transport: HTTP/1.1 over `hyper` and `hyper-util` on tokio, plain `http://` only — this
+//! build carries no TLS stack. Point [`HibpConfig::base_url`] at an HTTP endpoint you trust
+//! (a local caching mirror or an egress proxy that does TLS to `api.pwnedpasswords.com`);
+//! an `https://` URL is refused by [`HibpClient::new`] with a typed error rather than sent
+//! in clear.
+//!
+//! Every failure (connect, timeout, HTTP status, malformed or oversized body) becomes
+//! [`BreachStatus::Unavailable`] with the configured [`FailurePolicy`].
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde::{Deserialize, Serialize};
+
+use super::{BreachChecker, BreachStatus, FailurePolicy, UnavailableReason, sha1_hex};
+use crate::error::{PasswordError, Result};
+use crate::normalize::NormalizedPassword;
+
+/// The public Pwned Passwords API (HTTPS; see the module docs about TLS).
+pub const HIBP_API_URL: &str = "https://api.pwnedpasswords.com";
+/// Default request timeout (connect, request and body).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Default cap on the response body (a padded range answer is about 40 KB).
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 1 << 20;
+
+/// Configuration of [`HibpClient`] (serde, `deny_unknown_fields`, durations as `"2s"`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HibpConfig {
+    /// Base URL; requests go to `{base_url}/range/{prefix}`. Must be `http://` (module docs).
+    pub base_url: String,
+    /// Timeout of one check, from connect to the last body byte (1 ms to 60 s).
+    #[serde(with = "umanage_core::duration")]
+    pub timeout: Duration,
+    /// What to report when the service cannot be used.
+    pub failure_policy: FailurePolicy,
+    /// `User-Agent` header (the API asks clients to identify themselves).
+    pub user_agent: String,
+    /// Largest accepted response body (at least 1 KiB).
+    pub max_response_bytes: usize,
+}
+
+impl Default for HibpConfig {
+    fn default() -> Self {
+        Self {
+            base_url: HIBP_API_URL.to_owned(),
+            timeout: DEFAULT_TIMEOUT,
+            failure_policy: FailurePolicy::FailOpen,
+            user_agent: concat!("umanage-password/", env!("CARGO_PKG_VERSION")).to_owned(),
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+        }
+    }
+}
+
+impl HibpConfig {
+    /// The defaults with another base URL.
+    pub fn with_base_url(base_url: impl Into<String>) -> Self {
+        Self {
+            base_url: base_url.into(),
+            ..Self::default()
+        }
+    }
+}
+
+/// The range API client. Cheap to clone (shares the connection pool).
+#[derive(Clone)]
+pub struct HibpClient {
+    client: Client<HttpConnector, Empty<Bytes>>,
+    base: String,
+    config: HibpConfig,
+}
+
+impl std::fmt::Debug for HibpClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HibpClient")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn config_error(reason: impl Into<String>) -> PasswordError {
+    PasswordError::InvalidConfig {
+        component: "hibp",
+        reason: reason.into(),
+    }
+}
+
+impl HibpClient {
+    /// Validates `config` and creates the client (no connection is made yet).
+    ///
+    /// # Errors
+    ///
+    /// [`PasswordError::InvalidConfig`] for a base URL that does not parse, is not `http://`
+    /// or has no host, a timeout outside 1 ms..=60 s, or a body cap under 1 KiB.
+    pub fn new(config: HibpConfig) -> Result<Self> {
+        let uri: http::Uri = config
+            .base_url
+            .parse()
+            .map_err(|_| config_error("base_url is not a valid URL"))?;
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some("https") => {
+                return Err(config_error(
+                    "https base_url needs TLS, which this client does not include; use an http:// mirror or proxy",
+                ));
+            }
+            _ => return Err(config_error("base_url must start with http://")),
+        }
+        if uri.host().is_none_or(str::is_empty) {
+            return Err(config_error("base_url has no host"));
+        }
+        if uri.query().is_some() {
+            return Err(config_error("base_url must not have a query"));
+        }
+        if config.timeout < Duration::from_millis(1) || config.timeout > Duration::from_secs(60) {
+            return Err(config_error("timeout must be between 1ms and 60s"));
+        }
+        if config.max_response_bytes < 1024 {
+            return Err(config_error("max_response_bytes must be at least 1024"));
+        }
+        if http::HeaderValue::from_str(&config.user_agent).is_err() {
+            return Err(config_error("user_agent is not a valid header value"));
+        }
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(config.timeout));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new()).build(connector);
+        Ok(Self {
+            client,
+            base: config.base_url.trim_end_matches('/').to_owned(),
+            config,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &HibpConfig {
+        &self.config
+    }
+
+    async fn fetch(&self, prefix: &str) -> std::result::Result<Bytes, UnavailableReason> {
+        let request = http::Request::get(format!("{}/range/{prefix}", self.base))
+            .header("Add-Padding", "true")
+            .header(http::header::USER_AGENT, self.config.user_agent.as_str())
+            .body(Empty::<Bytes>::new())
+            .map_err(|_| UnavailableReason::InvalidResponse)?;
+        let response = self.client.request(request).await.map_err(|e| {
+            if e.is_connect() {
+                UnavailableReason::Connect
+            } else {
+                UnavailableReason::InvalidResponse
+            }
+        })?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(UnavailableReason::HttpStatus(status.as_u16()));
+        }
+        let body = Limited::new(response.into_body(), self.config.max_response_bytes)
+            .collect()
+            .await
+            .map_err(|_| UnavailableReason::InvalidResponse)?;
+        Ok(body.to_bytes())
+    }
+}
+
+/// Finds `suffix` (35 upper-case hex digits) in a range response; padding rows (count 0)
+/// never match.
+fn find_in_range(body: &[u8], suffix: &str) -> std::result::Result<u64, UnavailableReason> {
+    let text = std::str::from_utf8(body).map_err(|_| UnavailableReason::InvalidResponse)?;
+    let mut found = 0;
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let (candidate, count) = line
+            .split_once(':')
+            .ok_or(UnavailableReason::InvalidResponse)?;
+        if candidate.len() != 35 || !candidate.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(UnavailableReason::InvalidResponse);
+        }
+        let count: u64 = count
+            .trim()
+            .parse()
+            .map_err(|_| UnavailableReason::InvalidResponse)?;
+        if count > 0 && candidate.eq_ignore_ascii_case(suffix) {
+            found = count;
+        }
+    }
+    Ok(found)
+}
+
+#[async_trait]
+impl BreachChecker for HibpClient {
+    #[tracing::instrument(name = "breach.hibp.check", skip_all)]
+    async fn check(&self, password: &NormalizedPassword) -> BreachStatus {
+        let hash = sha1_hex(password);
+        let (prefix, suffix) = hash.split_at(5);
+        let outcome = match tokio::time::timeout(self.config.timeout, self.fetch(prefix)).await {
+            Err(_) => Err(UnavailableReason::Timeout),
+            Ok(Err(reason)) => Err(reason),
+            Ok(Ok(body)) => find_in_range(&body, suffix),
+        };
+        match outcome {
+            Ok(0) => BreachStatus::NotFound,
+            Ok(count) => BreachStatus::Breached { count },
+            Err(reason) => {
+                tracing::warn!(reason = reason.as_str(), "HIBP range check unavailable");
+                BreachStatus::Unavailable {
+                    policy: self.config.failure_policy,
+                    reason,
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn range_parsing() {
+        let suffix = "1E4C9B93F3F0682250B6CF8331B7EE68FD8";
+        let body = format!(
+            "0018A45C4D1DEF81644B54AB7F969B88D65:1\r\n{}:3861493\r\n",
+            suffix.to_lowercase()
+        );
+        assert_eq!(find_in_range(body.as_bytes(), suffix), Ok(3_861_493));
+        let padded = format!("{suffix}:0\r\n");
+        assert_eq!(find_in_range(padded.as_bytes(), suffix), Ok(0));
+        assert_eq!(find_in_range(b"", suffix), Ok(0));
+        for bad in [&b"garbage"[..], b"ABC:1", b"\xff\xfe", &[b'A'; 40][..]] {
+            assert_eq!(
+                find_in_range(bad, suffix),
+                Err(UnavailableReason::InvalidResponse)
+            );
+        }
+    }
+
+    #[test]
+    fn config_validation() {
+        assert!(matches!(
+            HibpClient::new(HibpConfig::default()),
+            Err(PasswordError::InvalidConfig {
+                component: "hibp",
+                ..
+            })
+        ));
+        for bad in ["not a url", "ftp://x", "http://", "http://h/p?q=1"] {
+            assert!(
+                HibpClient::new(HibpConfig::with_base_url(bad)).is_err(),
+                "{bad}"
+            );
+        }
+        let zero = HibpConfig {
+            timeout: Duration::ZERO,
+            ..HibpConfig::with_base_url("http://127.0.0.1:1")
+        };
+        assert!(HibpClient::new(zero).is_err());
+        let cfg: HibpConfig = serde_json::from_str(
+            r#"{"base_url": "http://mirror.internal/hibp", "timeout": "500ms", "failure_policy": "fail_closed"}"#,
+        )
+        .unwrap();
+        assert_eq!(cfg.timeout, Duration::from_millis(500));
+        assert!(serde_json::from_str::<HibpConfig>(r#"{"base":"x"}"#).is_err());
+    }
+}
