@@ -10,10 +10,7 @@ pub mod normalize;
 pub mod pepper;
 pub mod policy;
 pub mod pool;
-pub mod store;
 pub mod strength;
-#[cfg(feature = "testing")]
-pub mod testing;
 
 pub use error::{PasswordError, Result};
 pub use hash::{HashedPassword, HasherConfig, PasswordHasher, VerifyOutcome};
