@@ -309,8 +309,3 @@ macro_rules! forward_session_store {
 }
 
 forward_session_store!(Arc<S>, Box<S>);
-
-/// Milliseconds of a duration, at least 1 (a zero TTL would mean "expired already").
-pub(crate) fn millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX).max(1)
-}

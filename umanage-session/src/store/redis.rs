@@ -48,8 +48,12 @@ use crate::token::TokenHash;
 /// prints exactly.
 const MAX_MS: i64 = 100 * 365 * 24 * 3600 * 1000;
 
+/// Milliseconds of a duration handed to a script: at least 1 (a zero TTL would mean
+/// "expired already"), at most [`MAX_MS`].
 fn ms(d: Duration) -> i64 {
-    super::millis(d).min(MAX_MS)
+    i64::try_from(d.as_millis())
+        .unwrap_or(MAX_MS)
+        .clamp(1, MAX_MS)
 }
 
 const COMMON: &str = r"
