@@ -1,6 +1,9 @@
 //! The compact per-key state machines, shared by the memory backend (the Redis script
 //! implements the same arithmetic in Lua). Pure functions over explicit timestamps.
 
+// Without the memory backend only the reference model uses parts of this module.
+#![cfg_attr(not(feature = "memory"), allow(dead_code))]
+
 use std::collections::VecDeque;
 use std::time::Duration;
 

@@ -32,6 +32,9 @@ pub enum Error {
         /// The longest accepted.
         max: usize,
     },
+    /// CPU / memory statistics could not be read (feature `adaptive`).
+    #[error("system statistics unavailable: {0}")]
+    SystemInfo(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
     /// The backend failed (see [`BackendError::is_unavailable`]).
     #[error(transparent)]
     Backend(#[from] BackendError),

@@ -2,10 +2,14 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+#[cfg(feature = "memory")]
+pub mod adaptive;
 pub mod adjust;
 mod algorithm;
 pub mod error;
 pub mod key;
+#[cfg(feature = "tower")]
+pub mod layer;
 pub mod model;
 pub mod store;
 #[cfg(feature = "testing")]
@@ -14,6 +18,8 @@ pub mod tier;
 
 pub use error::{Error, Result};
 pub use key::{KeyExtractor, KeyPart, KeySpec, RequestInfo};
+#[cfg(feature = "tower")]
+pub use layer::{HeaderStyle, PeerAddr, RateLimitLayer, Rejection};
 pub use model::{
     Decision, PathPattern, RateLimitRule, RuleSet, Strategy, StrategyBuilder, StrategyKind,
 };

@@ -73,8 +73,9 @@ impl StrategyKind {
         }
     }
 
-    /// The number the Redis script dispatches on.
-    pub(crate) fn code(self) -> u8 {
+    /// A stable small number per kind (1 to 6, in declaration order), which the Redis
+    /// script dispatches on.
+    pub fn code(self) -> u8 {
         match self {
             Self::FixedWindow => 1,
             Self::SlidingLog => 2,

@@ -224,3 +224,87 @@ async fn policies_while_redis_is_down_and_recovery_after() {
     }
     drop(server);
 }
+
+/// The tower layer's failure policy: fail closed rejects (429) while Redis is down, fail
+/// open lets requests through, and both enforce Redis's limits again once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn layer_failure_policy_with_redis_down() {
+    use http::{Request, Response, StatusCode};
+    use tower::{Layer, ServiceExt};
+    use umanage_ratelimit::{PeerAddr, RateLimitLayer, RuleSet};
+
+    if !redis_server_available() {
+        return;
+    }
+    let port = free_port();
+    let mut server = Server::start(port);
+    server.wait_ready().await;
+    let conn = RedisConfig::builder(format!("redis://127.0.0.1:{port}"))
+        .key_prefix("rl-layer-failure")
+        .connect_timeout(Duration::from_millis(300))
+        .response_timeout(Duration::from_millis(300))
+        .reconnect_attempts(1)
+        .build()
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let redis = Arc::new(RedisRateLimiter::new(conn));
+    let rules: RuleSet = toml::from_str(
+        "[[rules]]\nname = \"all\"\npath = \"/*\"\nstrategy = \"fixed_window\"\nlimit = 1\nwindow = \"1h\"",
+    )
+    .unwrap();
+    let make = |policy| {
+        let layer = RateLimitLayer::builder(redis.clone(), rules.clone())
+            .failure_policy(policy, Duration::from_millis(100))
+            .build()
+            .unwrap();
+        layer.layer(tower::service_fn(|_r: Request<String>| async {
+            Ok::<_, std::convert::Infallible>(Response::new("ok".to_owned()))
+        }))
+    };
+    let closed = make(FailurePolicy::FailClosed);
+    let open = make(FailurePolicy::FailOpen);
+    async fn call<S>(svc: &S, peer: &str) -> StatusCode
+    where
+        S: tower::Service<Request<String>, Response = Response<String>> + Clone,
+        S::Error: std::fmt::Debug,
+    {
+        let mut req = Request::builder().uri("/x").body(String::new()).unwrap();
+        req.extensions_mut().insert(PeerAddr(peer.parse().unwrap()));
+        svc.clone().oneshot(req).await.unwrap().status()
+    }
+    assert_eq!(call(&closed, "192.0.2.1").await, StatusCode::OK);
+    assert_eq!(
+        call(&closed, "192.0.2.1").await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    server.stop();
+    // fail closed: rejected (the rejection response), even for a fresh client
+    assert_eq!(
+        call(&closed, "192.0.2.2").await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    for _ in 0..3 {
+        assert_eq!(call(&open, "192.0.2.1").await, StatusCode::OK, "fail open");
+    }
+    let restarted = Server::start(port);
+    restarted.wait_ready().await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    // Redis came back empty: the first request of a new client passes, the second is
+    // rejected by Redis (fail open would admit it).
+    for n in 1.. {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let peer = format!("198.51.100.{n}");
+        if call(&open, &peer).await == StatusCode::OK
+            && call(&open, &peer).await == StatusCode::TOO_MANY_REQUESTS
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "fail-open layer never returned to Redis"
+        );
+    }
+    drop(restarted);
+}
