@@ -1,0 +1,213 @@
+//! The [`AccountStore`] trait and its forwarding impls.
+
+#[cfg(feature = "memory")]
+pub(crate) mod memory;
+#[cfg(feature = "postgres")]
+pub(crate) mod postgres;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use umanage_core::UserId;
+
+use crate::error::Result;
+use crate::model::{Account, AccountCursor, AccountPage, AccountStatus, NewAccount, Role};
+
+/// Most accounts one [`AccountStore::list`] call returns; larger limits are lowered to it.
+pub const MAX_PAGE_SIZE: usize = 1000;
+
+/// Where accounts live.
+///
+/// # Contract
+///
+/// * Input is normalised and validated exactly as [`NewAccount::validate`],
+///   [`Username::parse`](crate::Username::parse) and [`Email::parse`](crate::Email::parse)
+///   describe; invalid input is a typed `Invalid*` error and never reaches the backend.
+/// * Usernames are unique after normalisation and emails are unique by
+///   [`Email::key`](crate::Email::key) (case-insensitive), enforced atomically: of any
+///   number of concurrent `create`/`update_email` calls claiming one name, exactly one
+///   succeeds and the others get [`UsernameTaken`](crate::AccountError::UsernameTaken) /
+///   [`EmailTaken`](crate::AccountError::EmailTaken). When both are taken, either may be
+///   reported.
+/// * Every change bumps [`Account::version`] by one and sets `updated_at`; a change whose
+///   `expected_version` is not the stored one fails with
+///   [`VersionConflict`](crate::AccountError::VersionConflict) and changes nothing; a
+///   change of an unknown id fails with [`NotFound`](crate::AccountError::NotFound).
+/// * Lookups of input that cannot be normalised return `Ok(None)`: no account can have it.
+/// * [`list`](Self::list) pages in ascending id order (keyset, so concurrent inserts never
+///   shift pages): following `next_cursor` visits every account present throughout
+///   exactly once.
+#[async_trait]
+pub trait AccountStore: Send + Sync + std::fmt::Debug {
+    /// Creates an account with a new random id, at version 1.
+    ///
+    /// # Errors
+    ///
+    /// The validation errors of [`NewAccount::validate`];
+    /// [`UsernameTaken`](crate::AccountError::UsernameTaken) /
+    /// [`EmailTaken`](crate::AccountError::EmailTaken);
+    /// [`Backend`](crate::AccountError::Backend) when the backend fails.
+    async fn create(&self, new: NewAccount) -> Result<Account>;
+
+    /// The account with `id`.
+    ///
+    /// # Errors
+    ///
+    /// [`Backend`](crate::AccountError::Backend) when the backend fails.
+    async fn get(&self, id: UserId) -> Result<Option<Account>>;
+
+    /// The account whose username (if `login` has no `@`) or email (if it has one)
+    /// matches `login` after normalisation.
+    ///
+    /// # Errors
+    ///
+    /// [`Backend`](crate::AccountError::Backend) when the backend fails.
+    async fn find_by_login(&self, login: &str) -> Result<Option<Account>>;
+
+    /// The account with this username (normalised first).
+    ///
+    /// # Errors
+    ///
+    /// [`Backend`](crate::AccountError::Backend) when the backend fails.
+    async fn find_by_username(&self, username: &str) -> Result<Option<Account>>;
+
+    /// The account with this email (compared by [`Email::key`](crate::Email::key)).
+    ///
+    /// # Errors
+    ///
+    /// [`Backend`](crate::AccountError::Backend) when the backend fails.
+    async fn find_by_email(&self, email: &str) -> Result<Option<Account>>;
+
+    /// Sets the status.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidLockReason`](crate::AccountError::InvalidLockReason),
+    /// [`NotFound`](crate::AccountError::NotFound),
+    /// [`VersionConflict`](crate::AccountError::VersionConflict),
+    /// [`Backend`](crate::AccountError::Backend).
+    async fn update_status(
+        &self,
+        id: UserId,
+        status: AccountStatus,
+        expected_version: u64,
+    ) -> Result<Account>;
+
+    /// Replaces the roles.
+    ///
+    /// # Errors
+    ///
+    /// [`NotFound`](crate::AccountError::NotFound),
+    /// [`VersionConflict`](crate::AccountError::VersionConflict),
+    /// [`Backend`](crate::AccountError::Backend).
+    async fn set_roles(
+        &self,
+        id: UserId,
+        roles: BTreeSet<Role>,
+        expected_version: u64,
+    ) -> Result<Account>;
+
+    /// Changes the email address (changing only the case of one's own address is allowed).
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidEmail`](crate::AccountError::InvalidEmail),
+    /// [`EmailTaken`](crate::AccountError::EmailTaken),
+    /// [`NotFound`](crate::AccountError::NotFound),
+    /// [`VersionConflict`](crate::AccountError::VersionConflict),
+    /// [`Backend`](crate::AccountError::Backend).
+    async fn update_email(&self, id: UserId, email: &str, expected_version: u64)
+    -> Result<Account>;
+
+    /// Deletes the account, freeing its username and email. Returns whether it existed.
+    ///
+    /// # Errors
+    ///
+    /// [`Backend`](crate::AccountError::Backend) when the backend fails.
+    async fn delete(&self, id: UserId) -> Result<bool>;
+
+    /// Up to `limit` accounts (at least 1, at most [`MAX_PAGE_SIZE`]) with ids after
+    /// `cursor`, in id order.
+    ///
+    /// # Errors
+    ///
+    /// [`Backend`](crate::AccountError::Backend) when the backend fails.
+    async fn list(&self, cursor: Option<AccountCursor>, limit: usize) -> Result<AccountPage>;
+
+    /// How many accounts have `role` (e.g. "is there an admin yet?").
+    ///
+    /// # Errors
+    ///
+    /// [`Backend`](crate::AccountError::Backend) when the backend fails.
+    async fn count_with_role(&self, role: &Role) -> Result<u64>;
+}
+
+macro_rules! forward_account_store {
+    ($($ty:ty),+) => {$(
+        #[async_trait]
+        #[deny(clippy::missing_trait_methods)]
+        impl<S: AccountStore + ?Sized> AccountStore for $ty {
+            async fn create(&self, new: NewAccount) -> Result<Account> {
+                (**self).create(new).await
+            }
+            async fn get(&self, id: UserId) -> Result<Option<Account>> {
+                (**self).get(id).await
+            }
+            async fn find_by_login(&self, login: &str) -> Result<Option<Account>> {
+                (**self).find_by_login(login).await
+            }
+            async fn find_by_username(&self, username: &str) -> Result<Option<Account>> {
+                (**self).find_by_username(username).await
+            }
+            async fn find_by_email(&self, email: &str) -> Result<Option<Account>> {
+                (**self).find_by_email(email).await
+            }
+            async fn update_status(
+                &self,
+                id: UserId,
+                status: AccountStatus,
+                expected_version: u64,
+            ) -> Result<Account> {
+                (**self).update_status(id, status, expected_version).await
+            }
+            async fn set_roles(
+                &self,
+                id: UserId,
+                roles: BTreeSet<Role>,
+                expected_version: u64,
+            ) -> Result<Account> {
+                (**self).set_roles(id, roles, expected_version).await
+            }
+            async fn update_email(
+                &self,
+                id: UserId,
+                email: &str,
+                expected_version: u64,
+            ) -> Result<Account> {
+                (**self).update_email(id, email, expected_version).await
+            }
+            async fn delete(&self, id: UserId) -> Result<bool> {
+                (**self).delete(id).await
+            }
+            async fn list(
+                &self,
+                cursor: Option<AccountCursor>,
+                limit: usize,
+            ) -> Result<AccountPage> {
+                (**self).list(cursor, limit).await
+            }
+            async fn count_with_role(&self, role: &Role) -> Result<u64> {
+                (**self).count_with_role(role).await
+            }
+        }
+    )+};
+}
+
+forward_account_store!(Arc<S>, Box<S>);
+
+/// `limit` clamped to `1..=MAX_PAGE_SIZE`.
+#[cfg_attr(not(any(feature = "memory", feature = "postgres")), allow(dead_code))]
+pub(crate) fn page_size(limit: usize) -> usize {
+    limit.clamp(1, MAX_PAGE_SIZE)
+}
