@@ -237,8 +237,9 @@ impl AuditChain {
                 }
             }
             let Some(r) = window.pop_front() else { break };
-            let ahead: Vec<StoredEvent> = window.iter().take(LOOKAHEAD).cloned().collect();
-            if let Some(b) = classify(&r, prev_seq + 1, &prev_hash, prev_prev.as_ref(), &ahead)? {
+            let ahead = window.make_contiguous();
+            let ahead = &ahead[..ahead.len().min(LOOKAHEAD)];
+            if let Some(b) = classify(&r, prev_seq + 1, &prev_hash, prev_prev.as_ref(), ahead)? {
                 report.first_break = Some(b);
                 return Ok(report);
             }

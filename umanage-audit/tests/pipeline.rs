@@ -353,3 +353,76 @@ async fn the_webhook_posts_batches_and_is_retried() {
     }
     assert_eq!(ids, sent.iter().map(|e| e.id).collect::<Vec<_>>());
 }
+
+/// Never accepts anything.
+#[derive(Debug)]
+struct Dead;
+
+#[async_trait]
+impl AuditDestination for Dead {
+    fn name(&self) -> &'static str {
+        "dead"
+    }
+    async fn deliver(&self, _: &[AuditEvent]) -> umanage_audit::Result<()> {
+        Err(Error::Destination {
+            destination: "dead".into(),
+            reason: "down".into(),
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_past_its_timeout_spills_or_reports_what_is_left() {
+    let clock = ManualClock::default();
+    // Without a spill file: an error naming the count, and `dropped` says so.
+    let logger = AuditLogger::builder(
+        config()
+            .shutdown_timeout(Duration::from_millis(200))
+            .build()
+            .unwrap(),
+    )
+    .destination(Dead)
+    .start()
+    .unwrap();
+    for e in events(&clock, 7) {
+        logger.record(e).await.unwrap();
+    }
+    let err = logger.shutdown().await.unwrap_err();
+    assert!(err.to_string().contains("7 events"), "{err}");
+    assert_eq!(logger.stats().dropped, 7);
+
+    // With a spill file: everything goes there, and a later logger delivers it.
+    let dir = std::env::temp_dir().join(format!("umanage-audit-spill-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let spill = Backpressure::Spill {
+        wait: Duration::from_millis(10),
+        path: dir.join("spill.jsonl"),
+    };
+    let logger = AuditLogger::builder(
+        config()
+            .backpressure(spill.clone())
+            .shutdown_timeout(Duration::from_millis(200))
+            .build()
+            .unwrap(),
+    )
+    .destination(Dead)
+    .start()
+    .unwrap();
+    let sent = events(&clock, 9);
+    for e in sent.clone() {
+        logger.record(e).await.unwrap();
+    }
+    let stats = logger.shutdown().await.unwrap();
+    assert_eq!((stats.spilled, stats.dropped), (9, 0), "{stats:?}");
+
+    let collect = Arc::new(CollectingDestination::default());
+    let next = AuditLogger::builder(config().backpressure(spill).build().unwrap())
+        .destination(Arc::clone(&collect))
+        .start()
+        .unwrap();
+    next.flush().await.unwrap();
+    let got: Vec<_> = collect.events.lock().iter().map(|e| e.id).collect();
+    assert_eq!(got, sent.iter().map(|e| e.id).collect::<Vec<_>>());
+    next.shutdown().await.unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
