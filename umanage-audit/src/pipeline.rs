@@ -236,8 +236,18 @@ pub enum Backpressure {
     },
 }
 
-/// Logger settings. Build with [`LoggerConfig::builder`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Logger settings. Build with [`LoggerConfig::builder`], or deserialize (every field
+/// optional, defaults as on the builder, validated the same way):
+///
+/// ```
+/// let cfg: umanage_audit::LoggerConfig = serde_json::from_str(r#"{
+///     "queue_capacity": 2000, "batch_size": 100, "batch_delay": "50ms",
+///     "backpressure": {"spill": {"wait": "20ms", "path": "/var/spool/audit.jsonl"}}
+/// }"#).unwrap();
+/// assert!(serde_json::from_str::<umanage_audit::LoggerConfig>(r#"{"batch_size": 0}"#).is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RawLoggerConfig", into = "RawLoggerConfig")]
 pub struct LoggerConfig {
     queue_capacity: usize,
     batch_size: usize,
@@ -273,6 +283,56 @@ impl LoggerConfig {
             retry_max: Self::DEFAULT_RETRY_MAX,
             shutdown_timeout: Self::DEFAULT_SHUTDOWN_TIMEOUT,
         })
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawLoggerConfig {
+    queue_capacity: usize,
+    batch_size: usize,
+    #[serde(with = "umanage_core::duration")]
+    batch_delay: Duration,
+    backpressure: Backpressure,
+    #[serde(with = "umanage_core::duration")]
+    retry_initial: Duration,
+    #[serde(with = "umanage_core::duration")]
+    retry_max: Duration,
+    #[serde(with = "umanage_core::duration")]
+    shutdown_timeout: Duration,
+}
+
+impl Default for RawLoggerConfig {
+    fn default() -> Self {
+        LoggerConfig::builder().0.into()
+    }
+}
+
+impl From<LoggerConfig> for RawLoggerConfig {
+    fn from(c: LoggerConfig) -> Self {
+        Self {
+            queue_capacity: c.queue_capacity,
+            batch_size: c.batch_size,
+            batch_delay: c.batch_delay,
+            backpressure: c.backpressure,
+            retry_initial: c.retry_initial,
+            retry_max: c.retry_max,
+            shutdown_timeout: c.shutdown_timeout,
+        }
+    }
+}
+
+impl TryFrom<RawLoggerConfig> for LoggerConfig {
+    type Error = Error;
+    fn try_from(r: RawLoggerConfig) -> Result<Self> {
+        LoggerConfig::builder()
+            .queue_capacity(r.queue_capacity)
+            .batch_size(r.batch_size)
+            .batch_delay(r.batch_delay)
+            .backpressure(r.backpressure)
+            .retry(r.retry_initial, r.retry_max)
+            .shutdown_timeout(r.shutdown_timeout)
+            .build()
     }
 }
 
