@@ -629,6 +629,17 @@ impl NewAccount {
         self
     }
 
+    /// Trims and validates a display name (1-128 characters, no control or bidi-override
+    /// characters), as `create` and `update_display_name` do.
+    ///
+    /// # Errors
+    ///
+    /// [`AccountError::InvalidDisplayName`].
+    pub fn normalize_display_name(name: &str) -> Result<String> {
+        normalize_text(name, Self::MAX_DISPLAY_NAME_CHARS)
+            .map_err(|reason| AccountError::InvalidDisplayName { reason })
+    }
+
     /// Normalises and validates every field, as the stores do in `create`.
     ///
     /// # Errors
@@ -641,9 +652,8 @@ impl NewAccount {
         let display_name = self
             .display_name
             .as_deref()
-            .map(|name| normalize_text(name, Self::MAX_DISPLAY_NAME_CHARS))
-            .transpose()
-            .map_err(|reason| AccountError::InvalidDisplayName { reason })?;
+            .map(Self::normalize_display_name)
+            .transpose()?;
         let status = self.status.normalized()?;
         Ok(ValidNewAccount {
             username,

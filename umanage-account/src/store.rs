@@ -120,6 +120,22 @@ pub trait AccountStore: Send + Sync + std::fmt::Debug {
     async fn update_email(&self, id: UserId, email: &str, expected_version: u64)
     -> Result<Account>;
 
+    /// Sets (`Some`) or clears (`None`) the display name (trimmed, validated as in
+    /// [`NewAccount::validate`]).
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidDisplayName`](crate::AccountError::InvalidDisplayName),
+    /// [`NotFound`](crate::AccountError::NotFound),
+    /// [`VersionConflict`](crate::AccountError::VersionConflict),
+    /// [`Backend`](crate::AccountError::Backend).
+    async fn update_display_name(
+        &self,
+        id: UserId,
+        display_name: Option<&str>,
+        expected_version: u64,
+    ) -> Result<Account>;
+
     /// Deletes the account, freeing its username and email. Returns whether it existed.
     ///
     /// # Errors
@@ -186,6 +202,16 @@ macro_rules! forward_account_store {
                 expected_version: u64,
             ) -> Result<Account> {
                 (**self).update_email(id, email, expected_version).await
+            }
+            async fn update_display_name(
+                &self,
+                id: UserId,
+                display_name: Option<&str>,
+                expected_version: u64,
+            ) -> Result<Account> {
+                (**self)
+                    .update_display_name(id, display_name, expected_version)
+                    .await
             }
             async fn delete(&self, id: UserId) -> Result<bool> {
                 (**self).delete(id).await

@@ -79,6 +79,7 @@ macro_rules! account_store_conformance {
             unknown_ids_are_not_found,
             status_round_trips,
             update_email_moves_the_unique_key,
+            display_name_updates,
             delete_frees_username_and_email,
             updates_advance_updated_at,
             concurrent_creates_have_one_winner,
@@ -453,6 +454,47 @@ pub async fn update_email_moves_the_unique_key(h: &AccountHarness) {
     // The freed address can be taken by someone else.
     create(h, "judy", "heidi@example.com").await;
     assert_eq!(h.store.get(b.id).await.unwrap(), Some(b));
+}
+
+/// `update_display_name` sets, trims, clears and validates, with the version check.
+pub async fn display_name_updates(h: &AccountHarness) {
+    let a = create(h, "mia", "mia@example.com").await;
+    let b = h
+        .store
+        .update_display_name(a.id, Some("  Mia Wong "), 1)
+        .await
+        .unwrap();
+    assert_eq!(b.display_name.as_deref(), Some("Mia Wong"));
+    assert_eq!(b.version, 2);
+    for bad in ["", "x\0y", "\u{202E}gnow"] {
+        let err = h
+            .store
+            .update_display_name(a.id, Some(bad), 2)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, AccountError::InvalidDisplayName { .. }),
+            "{bad:?}: {err:?}"
+        );
+    }
+    let err = h
+        .store
+        .update_display_name(a.id, None, 1)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, AccountError::VersionConflict { actual: 2, .. }),
+        "{err:?}"
+    );
+    let err = h
+        .store
+        .update_display_name(UserId::new(), None, 1)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AccountError::NotFound { .. }), "{err:?}");
+    let c = h.store.update_display_name(a.id, None, 2).await.unwrap();
+    assert_eq!(c.display_name, None);
+    assert_eq!(h.store.get(a.id).await.unwrap(), Some(c));
 }
 
 /// Deleting removes the account and frees both unique keys.

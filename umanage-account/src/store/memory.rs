@@ -208,6 +208,19 @@ impl AccountStore for MemoryAccountStore {
         Ok(updated)
     }
 
+    #[tracing::instrument(name = "account.update_display_name", skip_all, fields(backend = "memory", %id))]
+    async fn update_display_name(
+        &self,
+        id: UserId,
+        display_name: Option<&str>,
+        expected_version: u64,
+    ) -> Result<Account> {
+        let display_name = display_name
+            .map(NewAccount::normalize_display_name)
+            .transpose()?;
+        self.change(id, expected_version, |a| a.display_name = display_name)
+    }
+
     #[tracing::instrument(name = "account.delete", skip_all, fields(backend = "memory", %id))]
     async fn delete(&self, id: UserId) -> Result<bool> {
         let mut inner = self.inner.write();

@@ -332,6 +332,29 @@ impl AccountStore for PostgresAccountStore {
         self.update(id, expected_version, query).await
     }
 
+    #[tracing::instrument(name = "account.update_display_name", skip_all, fields(backend = "postgres", %id))]
+    async fn update_display_name(
+        &self,
+        id: UserId,
+        display_name: Option<&str>,
+        expected_version: u64,
+    ) -> Result<Account> {
+        let display_name = display_name
+            .map(NewAccount::normalize_display_name)
+            .transpose()?;
+        let sql = format!(
+            "UPDATE umanage_accounts
+             SET display_name = $3, version = version + 1, updated_at = now()
+             WHERE id = $1 AND version = $2
+             RETURNING {COLUMNS}"
+        );
+        let query = sqlx::query(&sql)
+            .bind(id.into_uuid())
+            .bind(version_to_db(expected_version))
+            .bind(display_name);
+        self.update(id, expected_version, query).await
+    }
+
     #[tracing::instrument(name = "account.delete", skip_all, fields(backend = "postgres", %id))]
     async fn delete(&self, id: UserId) -> Result<bool> {
         let done = sqlx::query("DELETE FROM umanage_accounts WHERE id = $1")
@@ -345,18 +368,26 @@ impl AccountStore for PostgresAccountStore {
     #[tracing::instrument(name = "account.list", skip_all, fields(backend = "postgres", limit = limit))]
     async fn list(&self, cursor: Option<AccountCursor>, limit: usize) -> Result<AccountPage> {
         let limit = page_size(limit);
-        let sql = format!(
-            "SELECT {COLUMNS} FROM umanage_accounts
-             WHERE $1::uuid IS NULL OR id > $1
-             ORDER BY id
-             LIMIT $2"
-        );
-        let rows = sqlx::query(&sql)
-            .bind(cursor.map(|c| c.last_id().into_uuid()))
-            .bind(i64::try_from(limit + 1).unwrap_or(i64::MAX))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(backend)?;
+        // Two statements rather than `$1 IS NULL OR id > $1`, so each page is a primary-key
+        // range scan whatever plan the server caches.
+        let fetch = i64::try_from(limit + 1).unwrap_or(i64::MAX);
+        let rows = match cursor {
+            None => {
+                let sql = format!("SELECT {COLUMNS} FROM umanage_accounts ORDER BY id LIMIT $1");
+                sqlx::query(&sql).bind(fetch).fetch_all(&self.pool).await
+            }
+            Some(c) => {
+                let sql = format!(
+                    "SELECT {COLUMNS} FROM umanage_accounts WHERE id > $1 ORDER BY id LIMIT $2"
+                );
+                sqlx::query(&sql)
+                    .bind(c.last_id().into_uuid())
+                    .bind(fetch)
+                    .fetch_all(&self.pool)
+                    .await
+            }
+        }
+        .map_err(backend)?;
         let mut accounts = rows.iter().map(from_row).collect::<Result<Vec<_>>>()?;
         let next_cursor = if accounts.len() > limit {
             accounts.truncate(limit);
