@@ -125,6 +125,7 @@ impl AuditStorage for MemoryAuditStorage {
         })
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn query(&self, query: &AuditQuery) -> Result<Page> {
         let cursor = query.position()?;
         let inner = self.inner.lock();
@@ -151,6 +152,7 @@ impl AuditStorage for MemoryAuditStorage {
         })
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn count(&self, filter: &AuditFilter) -> Result<u64> {
         let inner = self.inner.lock();
         Ok(inner
@@ -161,6 +163,7 @@ impl AuditStorage for MemoryAuditStorage {
             .count() as u64)
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn head(&self, chain_id: &str) -> Result<Option<ChainHead>> {
         Ok(self
             .inner
@@ -170,6 +173,7 @@ impl AuditStorage for MemoryAuditStorage {
             .and_then(|c| c.head.clone()))
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn read_chain(
         &self,
         chain_id: &str,
@@ -184,6 +188,7 @@ impl AuditStorage for MemoryAuditStorage {
         Ok(chain.events[start..].iter().take(limit).cloned().collect())
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn put_checkpoint(&self, checkpoint: &Checkpoint) -> Result<()> {
         check_chain_id(&checkpoint.chain_id)?;
         let mut inner = self.inner.lock();
@@ -199,6 +204,7 @@ impl AuditStorage for MemoryAuditStorage {
         Ok(())
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn checkpoints(
         &self,
         chain_id: &str,
@@ -219,6 +225,7 @@ impl AuditStorage for MemoryAuditStorage {
             .unwrap_or_default())
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn prune(&self, chain_id: &str, through_seq: u64, through_hash: Digest) -> Result<u64> {
         let mut inner = self.inner.lock();
         let Some(chain) = inner.chains.get_mut(chain_id) else {

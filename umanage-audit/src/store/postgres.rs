@@ -360,6 +360,7 @@ impl AuditStorage for PostgresAuditStorage {
         to_u64(n)
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn head(&self, chain_id: &str) -> Result<Option<ChainHead>> {
         let row = sqlx::query(
             "SELECT seq, hash, pruned_seq, pruned_hash FROM umanage_audit_chain_heads
@@ -371,6 +372,7 @@ impl AuditStorage for PostgresAuditStorage {
         row.map(|r| head_from_row(chain_id, &r)).transpose()
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn read_chain(
         &self,
         chain_id: &str,
@@ -389,6 +391,7 @@ impl AuditStorage for PostgresAuditStorage {
         rows.iter().map(event_from_row).collect()
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn put_checkpoint(&self, cp: &Checkpoint) -> Result<()> {
         sqlx::query(
             "INSERT INTO umanage_audit_checkpoints (chain_id, seq, hash, created_at, key_id, signature)
@@ -405,6 +408,7 @@ impl AuditStorage for PostgresAuditStorage {
         Ok(())
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn checkpoints(
         &self,
         chain_id: &str,
