@@ -6,6 +6,7 @@
     clippy::unused_async,
     clippy::items_after_statements
 )]
+#![cfg(feature = "testing")]
 
 use std::sync::Arc;
 
@@ -39,6 +40,7 @@ mod memory_forwarding {
     umanage_account::account_store_conformance!(harness);
 }
 
+#[cfg(feature = "postgres")]
 mod postgres {
     use super::*;
     use umanage_account::PostgresAccountStore;
