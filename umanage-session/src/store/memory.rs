@@ -435,3 +435,42 @@ impl SessionStore for MemorySessionStore {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token::SessionToken;
+    use umanage_core::ManualClock;
+
+    #[tokio::test]
+    async fn dead_users_are_forgotten() {
+        let clock = ManualClock::default();
+        let store = MemorySessionStore::with_clock(clock.shared());
+        for _ in 0..50 {
+            let user = UserId::new();
+            let token = SessionToken::generate(user).unwrap();
+            let new = NewSession {
+                session: Session::new(user, "u"),
+                token: token.hash(),
+                idle_timeout: Duration::from_secs(60),
+                lifetime: Duration::from_secs(600),
+                limit: None,
+            };
+            store.create(new).await.unwrap();
+        }
+        assert_eq!(store.users_held(), 50);
+        clock.advance(Duration::from_secs(61));
+        assert_eq!(store.users_held(), 50, "nothing read them yet");
+        store.sweep();
+        assert_eq!(store.users_held(), 0, "expired users kept");
+        // A lookup for an unknown user leaves nothing behind either.
+        let stranger = UserId::new();
+        let token = SessionToken::generate(stranger).unwrap();
+        let out = store
+            .touch(stranger, &token.hash(), Touch::default())
+            .await
+            .unwrap();
+        assert!(matches!(out, TouchOutcome::Invalid));
+        assert_eq!(store.users_held(), 0);
+    }
+}

@@ -1,0 +1,270 @@
+//! Session validation speed (`umanage-session`).
+//!
+//! * criterion `session_validate/memory/*`: validate + slide on the memory store (target
+//!   < 1 µs), through the store and through the manager (which also hashes the token and
+//!   the device fingerprint).
+//! * criterion `session_validate/redis/sequential`: one validation in flight at a time
+//!   (round-trip latency), when `UMANAGE_BENCH_REDIS_URL` is set.
+//! * a load driver, when `UMANAGE_BENCH_REDIS_URL` is set: `CONCURRENCY` (50) tokio tasks
+//!   validating (with sliding: one `EVALSHA` each) `SESSIONS` (10000) sessions round-robin
+//!   for `DURATION` seconds (5, after 1 s warm-up), printing
+//!   `umanage_session_validate ops_per_sec=… p50_ms=… p99_ms=…` like the peers in
+//!   `shared/peers/redis`. `CONNS` (1) multiplexed connections are shared by the tasks.
+//!
+//! `benches/session_compare.sh` runs it beside `redis-benchmark -t get -c 50`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group};
+use umanage::core::redis::RedisConfig;
+use umanage::session::{
+    ClientInfo, FingerprintConfig, Login, LoginOutcome, MemorySessionStore, RedisSessionStore,
+    SessionConfig, SessionManager, SessionStore, SessionToken, Touch, TouchOutcome, Validation,
+};
+use umanage::{ManualClock, RequestContext, UserId};
+
+fn client() -> ClientInfo {
+    ClientInfo::new(
+        RequestContext::new()
+            .with_user_agent("Mozilla/5.0 (X11; Linux x86_64) bench")
+            .with_client_ip(
+                "203.0.113.20"
+                    .parse()
+                    .unwrap_or(std::net::IpAddr::from([0; 4])),
+            ),
+    )
+    .with_header("accept-language", "en-GB,en;q=0.9")
+}
+
+fn config() -> SessionConfig {
+    SessionConfig::builder().build().unwrap_or_default()
+}
+
+/// `n` sessions of `n` users, with a user id and a role like the peers' ~80-byte payload.
+async fn populate(m: &SessionManager, n: usize) -> Vec<SessionToken> {
+    let c = client();
+    let mut tokens = Vec::with_capacity(n);
+    for _ in 0..n {
+        let login = Login::new(UserId::new(), "bench-user").with_roles(["member"]);
+        match m.login(login, &c).await {
+            Ok(LoginOutcome::Created { token, .. }) => tokens.push(token),
+            other => panic!("bench login failed: {other:?}"),
+        }
+    }
+    tokens
+}
+
+fn memory(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap_or_else(|e| panic!("runtime: {e}"));
+    let clock = ManualClock::default();
+    let store = Arc::new(MemorySessionStore::with_clock(clock.shared()));
+    let manager = SessionManager::new(store.clone(), config());
+    let tokens = rt.block_on(populate(&manager, 1000));
+    let hashes: Vec<_> = tokens.iter().map(|t| (t.user_id(), t.hash())).collect();
+    let c_info = client();
+    let mut g = c.benchmark_group("session_validate/memory");
+    let mut i = 0;
+    g.bench_function("store_touch", |b| {
+        b.to_async(&rt).iter(|| {
+            i = (i + 1) % hashes.len();
+            let (user, hash) = hashes[i];
+            let store = &store;
+            async move {
+                match store.touch(user, &hash, Touch::default()).await {
+                    Ok(TouchOutcome::Valid(s)) => s,
+                    other => panic!("{other:?}"),
+                }
+            }
+        });
+    });
+    let mut i = 0;
+    g.bench_function("manager_validate", |b| {
+        b.to_async(&rt).iter(|| {
+            i = (i + 1) % tokens.len();
+            let token = &tokens[i];
+            let (manager, c_info) = (&manager, &c_info);
+            async move {
+                match manager.validate(token, c_info).await {
+                    Ok(Validation::Valid(s)) => s,
+                    other => panic!("{other:?}"),
+                }
+            }
+        });
+    });
+    let plain = SessionManager::new(
+        store.clone(),
+        SessionConfig::builder()
+            .fingerprint(FingerprintConfig::none())
+            .build()
+            .unwrap_or_default(),
+    );
+    let mut i = 0;
+    g.bench_function("manager_validate_no_fingerprint", |b| {
+        b.to_async(&rt).iter(|| {
+            i = (i + 1) % tokens.len();
+            let token = &tokens[i];
+            let (plain, c_info) = (&plain, &c_info);
+            async move {
+                match plain.validate(token, c_info).await {
+                    Ok(Validation::Valid(s)) => s,
+                    other => panic!("{other:?}"),
+                }
+            }
+        });
+    });
+    g.finish();
+}
+
+fn redis_url() -> Option<String> {
+    std::env::var("UMANAGE_BENCH_REDIS_URL")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+}
+
+fn env_num(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+async fn redis_managers(url: &str, conns: usize) -> Vec<Arc<SessionManager>> {
+    let cfg = RedisConfig::builder(url)
+        .key_prefix(format!("umbench-{}", std::process::id()))
+        .build()
+        .unwrap_or_else(|e| panic!("redis config: {e}"));
+    let mut out = Vec::new();
+    for _ in 0..conns.max(1) {
+        let conn = cfg
+            .connect()
+            .await
+            .unwrap_or_else(|e| panic!("redis connect: {e}"));
+        let store: Arc<dyn SessionStore> = Arc::new(RedisSessionStore::new(conn));
+        out.push(Arc::new(SessionManager::new(store, config())));
+    }
+    out
+}
+
+async fn cleanup(m: &SessionManager, tokens: &[SessionToken]) {
+    for t in tokens {
+        let _ = m.store().revoke_all(t.user_id(), None).await;
+    }
+}
+
+fn redis_sequential(c: &mut Criterion) {
+    let Some(url) = redis_url() else {
+        eprintln!("session_validate/redis: UMANAGE_BENCH_REDIS_URL not set, skipped");
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("runtime: {e}"));
+    let managers = rt.block_on(redis_managers(&url, 1));
+    let manager = Arc::clone(&managers[0]);
+    let tokens = rt.block_on(populate(&manager, 1000));
+    let c_info = client();
+    let mut i = 0;
+    c.benchmark_group("session_validate/redis")
+        .bench_function("sequential", |b| {
+            b.to_async(&rt).iter(|| {
+                i = (i + 1) % tokens.len();
+                let token = &tokens[i];
+                let (manager, c_info) = (&manager, &c_info);
+                async move {
+                    match manager.validate(token, c_info).await {
+                        Ok(Validation::Valid(s)) => s,
+                        other => panic!("{other:?}"),
+                    }
+                }
+            });
+        });
+    rt.block_on(cleanup(&manager, &tokens));
+}
+
+/// The 50-task load driver (see the module docs).
+fn redis_load() {
+    let Some(url) = redis_url() else { return };
+    let concurrency = env_num("CONCURRENCY", 50);
+    let sessions = env_num("SESSIONS", 10_000);
+    let conns = env_num("CONNS", 1);
+    let duration = Duration::from_secs_f64(env_num("DURATION", 5) as f64);
+    let warmup = Duration::from_secs(1);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("runtime: {e}"));
+    rt.block_on(async {
+        let managers = redis_managers(&url, conns).await;
+        let tokens = Arc::new(populate(&managers[0], sessions).await);
+        let next = Arc::new(AtomicUsize::new(0));
+        let measuring = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let tasks: Vec<_> = (0..concurrency)
+            .map(|t| {
+                let m = Arc::clone(&managers[t % managers.len()]);
+                let (tokens, next) = (Arc::clone(&tokens), Arc::clone(&next));
+                let (measuring, stop) = (Arc::clone(&measuring), Arc::clone(&stop));
+                tokio::spawn(async move {
+                    let c = client();
+                    let mut lat = Vec::with_capacity(1 << 16);
+                    let mut errors = 0_u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        let i = next.fetch_add(1, Ordering::Relaxed) % tokens.len();
+                        let start = Instant::now();
+                        let ok = matches!(m.validate(&tokens[i], &c).await, Ok(Validation::Valid(_)));
+                        if measuring.load(Ordering::Relaxed) && !stop.load(Ordering::Relaxed) {
+                            if ok {
+                                lat.push(start.elapsed());
+                            } else {
+                                errors += 1;
+                            }
+                        }
+                    }
+                    (lat, errors)
+                })
+            })
+            .collect();
+        tokio::time::sleep(warmup).await;
+        measuring.store(true, Ordering::Relaxed);
+        let begin = Instant::now();
+        tokio::time::sleep(duration).await;
+        stop.store(true, Ordering::Relaxed);
+        let wall = begin.elapsed();
+        let mut all = Vec::new();
+        let mut errors = 0;
+        for t in tasks {
+            let (lat, e) = t.await.unwrap_or_default();
+            all.extend(lat);
+            errors += e;
+        }
+        all.sort_unstable();
+        let pct = |p: f64| {
+            let rank = ((p * all.len() as f64).ceil() as usize).clamp(1, all.len().max(1));
+            all.get(rank - 1).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+        };
+        println!(
+            "umanage_session_validate ops_per_sec={:.1} p50_ms={:.3} p99_ms={:.3} (concurrency={concurrency} conns={conns} sessions={sessions} errors={errors})",
+            all.len() as f64 / wall.as_secs_f64(),
+            pct(0.50),
+            pct(0.99),
+        );
+        cleanup(&managers[0], &tokens).await;
+    });
+}
+
+criterion_group!(benches, memory, redis_sequential);
+
+fn main() {
+    if std::env::var("SESSION_LOAD_ONLY").is_ok() {
+        redis_load();
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+    redis_load();
+}
