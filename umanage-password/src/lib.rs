@@ -10,7 +10,11 @@ pub mod normalize;
 pub mod pepper;
 pub mod policy;
 pub mod pool;
+pub mod service;
+pub mod store;
 pub mod strength;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use error::{PasswordError, Result};
 pub use hash::{HashedPassword, HasherConfig, PasswordHasher, VerifyOutcome};

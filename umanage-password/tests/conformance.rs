@@ -1,0 +1,51 @@
+//! The conformance suites of umanage-password on every backend, and through forwarding impls.
+
+#![allow(
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::unused_async,
+    clippy::items_after_statements
+)]
+
+use std::sync::Arc;
+
+use umanage_core::testkit;
+use umanage_password::testing::credentials::CredentialHarness;
+
+mod memory {
+    use super::*;
+
+    async fn harness() -> Option<CredentialHarness> {
+        Some(CredentialHarness::memory())
+    }
+    umanage_password::credential_store_conformance!(harness);
+}
+
+/// The memory store behind `Box<Arc<_>>` inside an `Arc<dyn _>`: the forwarding impls keep
+/// the contract.
+mod memory_forwarding {
+    use super::*;
+    use umanage_password::store::{CredentialStore, MemoryCredentialStore};
+
+    async fn harness() -> Option<CredentialHarness> {
+        let inner = Arc::new(MemoryCredentialStore::new());
+        let boxed: Box<dyn CredentialStore> = Box::new(inner);
+        Some(CredentialHarness::new(Arc::new(boxed)))
+    }
+    umanage_password::credential_store_conformance!(harness);
+}
+
+mod postgres {
+    use super::*;
+    use umanage_password::store::PostgresCredentialStore;
+
+    async fn harness() -> Option<CredentialHarness> {
+        let db = testkit::postgres().await?;
+        umanage_password::store::postgres::migrate(db.pool())
+            .await
+            .unwrap();
+        let store = PostgresCredentialStore::new(db.pool().clone());
+        Some(CredentialHarness::new(Arc::new(store)).with_guard(db))
+    }
+    umanage_password::credential_store_conformance!(harness);
+}
