@@ -812,14 +812,21 @@ impl PasswordPolicy {
                 continue;
             }
             let token: Vec<char> = piece.text.chars().collect();
+            let max_similarity = self.spec.user_info_max_similarity;
             let is_similar = pw_chars.iter().any(|p| {
                 if p.is_empty() {
                     return false;
                 }
-                let lcs = checks::longest_common_substring(p, &token);
-                let ratio = lcs as f64 / p.len() as f64;
-                (lcs >= MIN_USER_INFO_CHARS && ratio > self.spec.user_info_max_similarity)
-                    || checks::levenshtein(p, &token) < MIN_IDENTIFIER_DISTANCE
+                // the shared run is at most the shorter length: skip the table when even a
+                // full match could not pass the threshold
+                let bound = p.len().min(token.len());
+                let lcs_similar = bound >= MIN_USER_INFO_CHARS
+                    && bound as f64 / p.len() as f64 > max_similarity
+                    && {
+                        let lcs = checks::longest_common_substring(p, &token);
+                        lcs >= MIN_USER_INFO_CHARS && lcs as f64 / p.len() as f64 > max_similarity
+                    };
+                lcs_similar || checks::levenshtein_below(p, &token, MIN_IDENTIFIER_DISTANCE)
             });
             if is_similar {
                 similar.push(piece.field);
@@ -952,7 +959,12 @@ impl UserInfo {
         let mut out = Vec::new();
         let mut push = |field, raw: &str, whole| {
             let raw: String = raw.chars().take(checks::SIMILARITY_MAX_CHARS).collect();
-            let text = checks::alnum_fold(&raw.nfkc().collect::<String>());
+            // ASCII is already in NFKC
+            let text = if raw.is_ascii() {
+                checks::alnum_fold(&raw)
+            } else {
+                checks::alnum_fold(&raw.nfkc().collect::<String>())
+            };
             if text.chars().count() >= MIN_USER_INFO_CHARS {
                 out.push(Piece { field, text, whole });
             }

@@ -33,7 +33,7 @@
 //!    characters were replaced (0 for almost every real password).
 //!
 //! The worst case over hostile inputs at 128 characters is measured by the criterion bench
-//! `password_policy` (`strength/hostile_worst`).
+//! `password_policy` (group `password_policy/strength_hostile`).
 
 use std::fmt;
 

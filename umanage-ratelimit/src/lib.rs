@@ -6,6 +6,7 @@
 pub mod adaptive;
 pub mod adjust;
 mod algorithm;
+pub mod clock;
 pub mod error;
 pub mod key;
 #[cfg(feature = "tower")]
@@ -16,6 +17,7 @@ pub mod store;
 pub mod testing;
 pub mod tier;
 
+pub use clock::MonotonicClock;
 pub use error::{Error, Result};
 pub use key::{KeyExtractor, KeyPart, KeySpec, RequestInfo};
 #[cfg(feature = "tower")]

@@ -12,8 +12,8 @@
 //! | … | 24 × *n* | records sorted by hash: 20-byte SHA-1, `u32` count |
 //!
 //! [`OfflineIndex::open`] validates the header, the file size and the table, and keeps only the
-//! table in memory (8 MiB for 2^20 buckets); a lookup reads one bucket (about 64 records,
-//! 1.5 KiB, with the default bucket size) with one positioned read, or binary-searches a
+//! table in memory (8 MiB for 2^20 buckets); a lookup reads one bucket (about 16 records,
+//! 384 bytes, with the default bucket size) with one positioned read, or binary-searches a
 //! larger bucket with 24-byte reads, so it needs no memory map and works on files far
 //! larger than RAM (the full corpus is about 24 GB).
 //!
@@ -42,7 +42,7 @@ const RECORD_LEN: usize = 24;
 /// The most prefix bits an index may use.
 pub const MAX_PREFIX_BITS: u8 = 24;
 /// Target records per bucket when choosing the prefix bits.
-pub const TARGET_BUCKET_RECORDS: u64 = 64;
+pub const TARGET_BUCKET_RECORDS: u64 = 16;
 /// Buckets up to this many records are read whole.
 const WHOLE_BUCKET_RECORDS: u64 = 256;
 
@@ -457,16 +457,22 @@ impl Inner {
             &mut buf,
             self.data_offset + lo * RECORD_LEN as u64,
         )?;
-        let found = buf
-            .chunks_exact(RECORD_LEN)
-            .collect::<Vec<_>>()
-            .binary_search_by(|r| r[..20].cmp(&digest[..]));
-        Ok(found.ok().map(|i| {
-            let start = i * RECORD_LEN;
-            let mut r = [0u8; RECORD_LEN];
-            r.copy_from_slice(&buf[start..start + RECORD_LEN]);
-            count_of(&r)
-        }))
+        let (mut a, mut b) = (0usize, (hi - lo) as usize);
+        while a < b {
+            let mid = a + (b - a) / 2;
+            let start = mid * RECORD_LEN;
+            let record = &buf[start..start + RECORD_LEN];
+            match record[..20].cmp(&digest[..]) {
+                std::cmp::Ordering::Less => a = mid + 1,
+                std::cmp::Ordering::Greater => b = mid,
+                std::cmp::Ordering::Equal => {
+                    let mut r = [0u8; RECORD_LEN];
+                    r.copy_from_slice(record);
+                    return Ok(Some(count_of(&r)));
+                }
+            }
+        }
+        Ok(None)
     }
 }
 
@@ -512,8 +518,8 @@ mod tests {
         assert_eq!(prefix_of(&h, 4), 0xA);
         assert_eq!(prefix_of(&h, 16), 0xABCD);
         assert_eq!(choose_bits(0, None).unwrap(), 0);
-        assert_eq!(choose_bits(64, None).unwrap(), 0);
-        assert_eq!(choose_bits(65, None).unwrap(), 1);
+        assert_eq!(choose_bits(16, None).unwrap(), 0);
+        assert_eq!(choose_bits(17, None).unwrap(), 1);
         assert_eq!(choose_bits(u64::MAX, None).unwrap(), 20);
         assert!(choose_bits(10, Some(25)).is_err());
     }

@@ -1,6 +1,8 @@
 //! The individual checks behind [`PasswordPolicy::validate`](crate::policy::PasswordPolicy::validate).
 //! All work on normalised text, are linear or bounded quadratic, and never panic.
 
+use std::sync::LazyLock;
+
 /// Character-class counts of a password.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct ClassCounts {
@@ -99,18 +101,28 @@ const KEYBOARD_ROWS: &[&str] = &[
     "zxcvbnm<>?",
 ];
 
-fn key_position(ch: char) -> [Option<(u8, u8)>; 2] {
-    let mut found = [None, None];
-    let mut n = 0;
+type KeyPositions = [Option<(u8, u8)>; 2];
+
+/// (row, column) of every ASCII character on the rows above (at most two: unshifted and
+/// shifted rows share letters), computed once.
+static KEY_POSITIONS: LazyLock<[KeyPositions; 128]> = LazyLock::new(|| {
+    let mut table = [[None, None]; 128];
     for (row, keys) in KEYBOARD_ROWS.iter().enumerate() {
-        if let Some(col) = keys.chars().position(|k| k == ch)
-            && n < 2
-        {
-            found[n] = Some((row as u8, col as u8));
-            n += 1;
+        for (col, key) in keys.chars().enumerate() {
+            if let Some(slot) = table[key as usize].iter_mut().find(|s| s.is_none()) {
+                *slot = Some((row as u8, col as u8));
+            }
         }
     }
-    found
+    table
+});
+
+fn key_position(ch: char) -> KeyPositions {
+    if ch.is_ascii() {
+        KEY_POSITIONS[ch as usize]
+    } else {
+        [None, None]
+    }
 }
 
 /// The longest sequential run: consecutive ASCII letters or digits going up or down by one
@@ -172,6 +184,12 @@ pub(crate) fn longest_common_substring(a: &[char], b: &[char]) -> usize {
         std::mem::swap(&mut prev, &mut cur);
     }
     best
+}
+
+/// Whether the Levenshtein distance is below `limit` (the length difference is a lower
+/// bound, so most pairs are decided without the quadratic table).
+pub(crate) fn levenshtein_below(a: &[char], b: &[char], limit: usize) -> bool {
+    a.len().abs_diff(b.len()) < limit && levenshtein(a, b) < limit
 }
 
 /// Levenshtein distance in characters (inputs capped at [`SIMILARITY_MAX_CHARS`]).

@@ -1,12 +1,12 @@
 //! The in-memory limiter: sharded maps, time from the injected clock, bounded memory.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use async_trait::async_trait;
 use parking_lot::{Mutex, MutexGuard};
-use umanage_core::{SharedClock, SystemClock};
+use umanage_core::SharedClock;
 
 use crate::algorithm::{Outcome, State, evaluate};
 use crate::error::{Error, Result};
@@ -17,8 +17,8 @@ use crate::store::{Check, RateLimitStore, validate, validate_all};
 ///
 /// * **Sharded**: keys are spread over `shards` maps, each behind its own mutex, so
 ///   concurrent checks of different keys rarely contend.
-/// * **Time** comes from the injected [`Clock`](umanage_core::Clock) (the system clock by
-///   default), so tests drive it with a [`ManualClock`](umanage_core::ManualClock).
+/// * **Time** comes from the injected [`Clock`](umanage_core::Clock) (a
+///   [`MonotonicClock`](crate::MonotonicClock) by default), so tests drive it with a [`ManualClock`](umanage_core::ManualClock).
 /// * **Bounded**: a key's state is dropped once it is equivalent to a fresh key's (its
 ///   window ended, its bucket refilled); expired keys are swept every `sweep_every` writes of
 ///   a shard, and a shard never holds more than `max_keys / shards` keys: when a new key
@@ -50,8 +50,110 @@ pub struct MemoryRateLimiter {
 
 #[derive(Debug, Default)]
 struct Shard {
-    map: Mutex<HashMap<Box<str>, Slot>>,
+    map: Mutex<Table>,
     writes: AtomicU32,
+}
+
+/// A map from key to slot indexed by the key's (keyed, SipHash) hash computed once per
+/// check: the same hash picks the shard and the bucket. Keys whose hashes collide share a
+/// bucket (`more`).
+#[derive(Debug, Default)]
+struct Table {
+    buckets: HashMap<u64, Bucket, BuildHasherDefault<Identity>>,
+    len: usize,
+}
+
+#[derive(Debug)]
+struct Bucket {
+    key: Box<str>,
+    slot: Slot,
+    more: Vec<(Box<str>, Slot)>,
+}
+
+/// Passes a precomputed `u64` hash through.
+#[derive(Debug, Default)]
+struct Identity(u64);
+
+impl Hasher for Identity {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+impl Table {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn get_mut(&mut self, hash: u64, key: &str) -> Option<&mut Slot> {
+        let b = self.buckets.get_mut(&hash)?;
+        if &*b.key == key {
+            return Some(&mut b.slot);
+        }
+        b.more.iter_mut().find(|(k, _)| &**k == key).map(|(_, s)| s)
+    }
+
+    fn get(&self, hash: u64, key: &str) -> Option<&Slot> {
+        let b = self.buckets.get(&hash)?;
+        if &*b.key == key {
+            return Some(&b.slot);
+        }
+        b.more.iter().find(|(k, _)| &**k == key).map(|(_, s)| s)
+    }
+
+    /// Inserts a key known to be absent.
+    fn insert(&mut self, hash: u64, key: &str, slot: Slot) {
+        self.len += 1;
+        match self.buckets.entry(hash) {
+            std::collections::hash_map::Entry::Occupied(mut e) => {
+                e.get_mut().more.push((key.into(), slot));
+            }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(Bucket {
+                    key: key.into(),
+                    slot,
+                    more: Vec::new(),
+                });
+            }
+        }
+    }
+
+    fn expiries(&self) -> Vec<Micros> {
+        let mut out = Vec::with_capacity(self.len);
+        for b in self.buckets.values() {
+            out.push(b.slot.expires_at());
+            out.extend(b.more.iter().map(|(_, s)| s.expires_at()));
+        }
+        out
+    }
+
+    /// Keeps the slots for which `keep` is true.
+    fn retain(&mut self, mut keep: impl FnMut(&mut Slot) -> bool) {
+        let mut len = 0;
+        self.buckets.retain(|_, b| {
+            b.more.retain_mut(|(_, s)| keep(s));
+            if !keep(&mut b.slot) {
+                match b.more.pop() {
+                    Some((k, s)) => {
+                        b.key = k;
+                        b.slot = s;
+                    }
+                    None => return false,
+                }
+            }
+            len += 1 + b.more.len();
+            true
+        });
+        self.len = len;
+    }
 }
 
 /// The states of one key (usually one strategy kind).
@@ -114,7 +216,7 @@ impl MemoryRateLimiterBuilder {
         self
     }
 
-    /// The clock (default: the system clock).
+    /// The clock (default: a [`MonotonicClock`](crate::MonotonicClock)).
     pub fn clock(mut self, clock: SharedClock) -> Self {
         self.clock = clock;
         self
@@ -163,9 +265,9 @@ impl MemoryRateLimiter {
     /// Default sweep interval (writes per shard).
     pub const DEFAULT_SWEEP_EVERY: u32 = 4096;
 
-    /// A limiter with the defaults and the system clock.
+    /// A limiter with the defaults and a [`MonotonicClock`](crate::MonotonicClock).
     pub fn new() -> Self {
-        Self::with_clock(SystemClock::shared())
+        Self::with_clock(crate::MonotonicClock::shared())
     }
 
     /// A limiter with the defaults and `clock`.
@@ -186,7 +288,7 @@ impl MemoryRateLimiter {
             shards: Self::DEFAULT_SHARDS,
             max_keys: Self::DEFAULT_MAX_KEYS,
             sweep_every: Self::DEFAULT_SWEEP_EVERY,
-            clock: SystemClock::shared(),
+            clock: crate::MonotonicClock::shared(),
         }
     }
 
@@ -217,21 +319,28 @@ impl MemoryRateLimiter {
         self.clock.now().timestamp_micros()
     }
 
-    fn shard_of(&self, key: &str) -> usize {
-        (self.hasher.hash_one(key) as usize) & (self.shards.len() - 1)
+    fn hash(&self, key: &str) -> u64 {
+        self.hasher.hash_one(key)
     }
 
+    fn shard_of(&self, hash: u64) -> usize {
+        // the high bits pick the shard; the table uses the whole hash
+        ((hash >> 40) as usize) & (self.shards.len() - 1)
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn store(
         &self,
         shard: &Shard,
-        map: &mut HashMap<Box<str>, Slot>,
+        map: &mut Table,
+        hash: u64,
         key: &str,
         kind: StrategyKind,
         outcome: Outcome,
         now: Micros,
     ) {
         let Some(state) = outcome.next else { return };
-        if let Some(slot) = map.get_mut(key) {
+        if let Some(slot) = map.get_mut(hash, key) {
             slot.put(kind, state, outcome.expires_at);
         } else {
             if map.len() >= self.shard_capacity {
@@ -239,7 +348,7 @@ impl MemoryRateLimiter {
             }
             let mut slot = Slot::default();
             slot.put(kind, state, outcome.expires_at);
-            map.insert(key.into(), slot);
+            map.insert(hash, key, slot);
         }
         let writes = shard.writes.fetch_add(1, Ordering::Relaxed) + 1;
         if writes.is_multiple_of(self.sweep_every) {
@@ -248,24 +357,24 @@ impl MemoryRateLimiter {
     }
 }
 
-fn sweep(map: &mut HashMap<Box<str>, Slot>, now: Micros) {
-    map.retain(|_, slot| {
+fn sweep(map: &mut Table, now: Micros) {
+    map.retain(|slot| {
         slot.states.retain(|s| s.2 > now);
         !slot.states.is_empty()
     });
 }
 
-fn make_room(map: &mut HashMap<Box<str>, Slot>, now: Micros, capacity: usize) {
+fn make_room(map: &mut Table, now: Micros, capacity: usize) {
     sweep(map, now);
     if map.len() < capacity {
         return;
     }
     let evict = (capacity / 8).max(1);
-    let mut expiries: Vec<Micros> = map.values().map(Slot::expires_at).collect();
+    let mut expiries = map.expiries();
     let (_, nth, _) = expiries.select_nth_unstable(evict - 1);
     let cutoff = *nth;
     let mut removed = 0;
-    map.retain(|_, slot| {
+    map.retain(|slot| {
         if removed < evict && slot.expires_at() <= cutoff {
             removed += 1;
             false
@@ -279,37 +388,59 @@ fn make_room(map: &mut HashMap<Box<str>, Slot>, now: Micros, capacity: usize) {
     );
 }
 
+impl MemoryRateLimiter {
+    /// [`RateLimitStore::check`] without the async machinery (the memory limiter never
+    /// waits): for hot paths that are not async, and for benchmarks.
+    ///
+    /// # Errors
+    ///
+    /// As for [`RateLimitStore::check`].
+    pub fn check_sync(&self, key: &str, strategy: &Strategy, cost: u32) -> Result<Decision> {
+        validate(key, cost)?;
+        let now = self.now();
+        let hash = self.hash(key);
+        let shard = &self.shards[self.shard_of(hash)];
+        let mut map = shard.map.lock();
+        let kind = strategy.kind();
+        if let Some(slot) = map.get_mut(hash, key) {
+            // the common case: one lookup, state updated in place
+            let outcome = evaluate(strategy, slot.get(kind), now, cost);
+            if let Some(state) = outcome.next {
+                slot.put(kind, state, outcome.expires_at);
+            }
+            return Ok(outcome.decision);
+        }
+        let outcome = evaluate(strategy, None, now, cost);
+        let decision = outcome.decision;
+        self.store(shard, &mut map, hash, key, kind, outcome, now);
+        Ok(decision)
+    }
+}
+
 #[async_trait]
 impl RateLimitStore for MemoryRateLimiter {
     async fn check(&self, key: &str, strategy: &Strategy, cost: u32) -> Result<Decision> {
-        validate(key, cost)?;
-        let now = self.now();
-        let shard = &self.shards[self.shard_of(key)];
-        let mut map = shard.map.lock();
-        let kind = strategy.kind();
-        let outcome = evaluate(strategy, map.get(key).and_then(|s| s.get(kind)), now, cost);
-        let decision = outcome.decision;
-        self.store(shard, &mut map, key, kind, outcome, now);
-        Ok(decision)
+        self.check_sync(key, strategy, cost)
     }
 
     async fn check_all(&self, checks: &[Check<'_>]) -> Result<Vec<Decision>> {
         validate_all(checks)?;
         let now = self.now();
-        let mut order: Vec<usize> = checks.iter().map(|c| self.shard_of(c.key)).collect();
+        let hashes: Vec<u64> = checks.iter().map(|c| self.hash(c.key)).collect();
+        let mut order: Vec<usize> = hashes.iter().map(|&h| self.shard_of(h)).collect();
         order.sort_unstable();
         order.dedup();
         // Lock the shards in index order (no deadlock between concurrent batches).
-        let mut guards: Vec<(usize, MutexGuard<'_, HashMap<Box<str>, Slot>>)> = order
+        let mut guards: Vec<(usize, MutexGuard<'_, Table>)> = order
             .iter()
             .map(|&i| (i, self.shards[i].map.lock()))
             .collect();
         let mut outcomes = Vec::with_capacity(checks.len());
         for (n, c) in checks.iter().enumerate() {
-            let i = self.shard_of(c.key);
+            let i = self.shard_of(hashes[n]);
             let g = guards.iter().position(|(j, _)| *j == i).unwrap_or(0);
             let kind = c.strategy.kind();
-            let state = guards[g].1.get(c.key).and_then(|s| s.get(kind));
+            let state = guards[g].1.get(hashes[n], c.key).and_then(|s| s.get(kind));
             outcomes.push((n, evaluate(c.strategy, state, now, c.cost)));
         }
         let all = outcomes.iter().all(|(_, o)| o.decision.allowed);
@@ -317,10 +448,11 @@ impl RateLimitStore for MemoryRateLimiter {
         if all {
             for (n, outcome) in outcomes {
                 let c = &checks[n];
-                let i = self.shard_of(c.key);
+                let i = self.shard_of(hashes[n]);
                 let g = guards.iter().position(|(j, _)| *j == i).unwrap_or(0);
                 let (_, map) = &mut guards[g];
-                self.store(&self.shards[i], map, c.key, c.strategy.kind(), outcome, now);
+                let kind = c.strategy.kind();
+                self.store(&self.shards[i], map, hashes[n], c.key, kind, outcome, now);
             }
         }
         Ok(decisions)

@@ -170,11 +170,14 @@ local tk = base .. 't:' .. th
 local sid = redis.call('GET', tk)
 if not sid then return {0} end
 local k = skey(sid)
-local f = redis.call('HMGET', k, 'th', 'iexp', 'aexp', 'ep', 'ip', 'fp', 'ipc', 'dm', 'lip')
+local f = redis.call('HMGET', k, 'th', 'iexp', 'aexp', 'ep', 'ip', 'fp', 'ipc', 'dm', 'lip',
+  'idle', 'body', 'ca', 'ver')
 if f[1] ~= th then return {0} end
 local now = now_ms()
-if not (now < tonumber(f[2]) and now < tonumber(f[3]) and tonumber(f[4]) >= cur_epoch()) then
+local aexp = tonumber(f[3])
+if not (now < tonumber(f[2]) and now < aexp and tonumber(f[4]) >= cur_epoch()) then
   kill(sid)
+  fit_index()
   return {0}
 end
 local dm = f[8]
@@ -187,17 +190,25 @@ if ARGV[2] ~= '' then
   if f[5] ~= '' and f[5] ~= ARGV[2] then ipc = '1' end
   lip = ARGV[2]
 end
+local sets = {'iexp', 0, 'la', now, 'ipc', ipc, 'dm', dm, 'lip', lip}
 if ARGV[5] ~= '' then
   local ntk = base .. 't:' .. ARGV[5]
   if redis.call('EXISTS', ntk) == 1 then return {-1} end
   redis.call('DEL', tk)
   tk = ntk
   redis.call('SET', tk, sid)
-  redis.call('HSET', k, 'th', ARGV[5])
+  table.insert(sets, 'th')
+  table.insert(sets, ARGV[5])
 end
-redis.call('HSET', k, 'ipc', ipc, 'dm', dm, 'lip', lip)
-slide(sid, tk, now)
-return {1, view(sid)}
+-- The hot path: one HMGET above, then these writes; the reply is built from what was read.
+local iexp = math.min(now + tonumber(f[10]), aexp)
+sets[2] = iexp
+redis.call('HSET', k, unpack(sets))
+redis.call('PEXPIREAT', k, iexp)
+redis.call('PEXPIREAT', tk, iexp)
+redis.call('ZADD', idx, iexp, sid)
+if redis.call('PTTL', idx) < iexp - now then redis.call('PEXPIREAT', idx, iexp) end
+return {1, {sid, f[11], f[12], now, iexp, f[3], f[4], f[10], ipc, dm, lip, f[13]}}
 ";
 
 /// ARGV: sid, expected version, body, ip, fp. Returns {1, version}, {0} or {2, current}.

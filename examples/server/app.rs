@@ -1,0 +1,1548 @@
+//! The application: stores, settings, the router and its handlers.
+//!
+//! `main.rs` parses the command line and picks the backends; the end-to-end tests include
+//! this file (`#[path = "../examples/server/app.rs"]`) and build the same router.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::connect_info::ConnectInfo;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, put};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use umanage::account::{Account, AccountError, AccountStore, NewAccount, Role};
+use umanage::audit::{
+    ActorType, AuditChain, AuditEvent, AuditFilter, AuditLogger, AuditQuery, AuditStorage,
+    CheckpointKey, Keyring, LoggerConfig, Outcome, Redactor, StorageDestination, event_types,
+};
+use umanage::core::kv::KvStore;
+use umanage::core::{ClientIpResolver, RequestContext, SharedClock, UserId};
+use umanage::password::pool::{HashingPool, PoolConfig};
+use umanage::password::{
+    HashedPassword, HasherConfig, NormalizedPassword, PasswordError, PasswordHasher,
+    PasswordPolicy, UserInfo, VerifyOutcome, Violation,
+};
+use umanage::ratelimit::{
+    Check, Decision, RateLimitLayer, RateLimitRule, RateLimitStore, Rejection, RuleSet, Strategy,
+};
+use umanage::session::{
+    ClientInfo, Login, LoginOutcome, Session, SessionConfig, SessionId, SessionManager,
+    SessionStore, SessionToken, Validation,
+};
+
+/// The session cookie's name.
+pub const COOKIE: &str = "umanage_session";
+/// The audit chain every event goes to.
+pub const CHAIN: &str = "default";
+
+/// Tunables of the service.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The password policy (default: `nist()` with a history of 5, no minimum age).
+    pub policy: PasswordPolicy,
+    /// Argon2id parameters.
+    pub hasher: HasherConfig,
+    /// Session timeouts and limits.
+    pub sessions: SessionConfig,
+    /// Who may set `X-Forwarded-For`.
+    pub resolver: ClientIpResolver,
+    /// Requests per minute and client IP on every route.
+    pub requests_per_minute: u64,
+    /// Login attempts per minute and client IP.
+    pub logins_per_minute: u64,
+    /// Login attempts per 15 minutes and account.
+    pub logins_per_account: u64,
+    /// Largest request body in bytes.
+    pub max_body_bytes: usize,
+    /// The `Secure` attribute on the session cookie.
+    pub secure_cookie: bool,
+    /// The HMAC key for audit checkpoints (random when not configured).
+    pub audit_key: Vec<u8>,
+}
+
+impl Settings {
+    /// The defaults a newcomer runs with.
+    ///
+    /// # Errors
+    ///
+    /// A message when a preset cannot be built (never with the bundled presets).
+    pub fn defaults() -> Result<Self, String> {
+        let policy = PasswordPolicy::nist()
+            .to_builder()
+            .history_count(5)
+            .min_age_days(None)
+            .build()
+            .map_err(|e| format!("password policy: {e}"))?;
+        let mut audit_key = vec![0u8; 32];
+        for chunk in audit_key.chunks_mut(16) {
+            chunk.copy_from_slice(&uuid::Uuid::new_v4().as_bytes()[..chunk.len()]);
+        }
+        Ok(Self {
+            policy,
+            hasher: HasherConfig::default(),
+            sessions: SessionConfig::default(),
+            resolver: ClientIpResolver::direct(),
+            requests_per_minute: 600,
+            logins_per_minute: 20,
+            logins_per_account: 10,
+            max_body_bytes: 16 * 1024,
+            secure_cookie: true,
+            audit_key,
+        })
+    }
+}
+
+/// The backends, as trait objects (picked at run time).
+#[derive(Clone)]
+pub struct Stores {
+    /// Accounts.
+    pub accounts: Arc<dyn AccountStore>,
+    /// Password hashes and history, as JSON under `cred:<user id>`.
+    pub credentials: Arc<dyn KvStore>,
+    /// Sessions.
+    pub sessions: Arc<dyn SessionStore>,
+    /// Rate-limit counters.
+    pub limiter: Arc<dyn RateLimitStore>,
+    /// The audit trail.
+    pub audit: Arc<dyn AuditStorage>,
+}
+
+impl Stores {
+    /// Everything in memory.
+    pub fn memory(clock: &SharedClock) -> Self {
+        Self {
+            accounts: Arc::new(umanage::account::MemoryAccountStore::with_clock(
+                clock.clone(),
+            )),
+            credentials: Arc::new(umanage::core::kv::MemoryKvStore::with_clock(clock.clone())),
+            sessions: Arc::new(umanage::session::MemorySessionStore::with_clock(
+                clock.clone(),
+            )),
+            limiter: Arc::new(umanage::ratelimit::MemoryRateLimiter::with_clock(
+                clock.clone(),
+            )),
+            audit: Arc::new(umanage::audit::MemoryAuditStorage::new()),
+        }
+    }
+
+    /// Sessions and rate limits on Redis.
+    #[cfg(feature = "redis")]
+    pub fn with_redis(mut self, conn: &umanage::core::redis::RedisConnection) -> Self {
+        self.sessions = Arc::new(umanage::session::RedisSessionStore::new(conn.clone()));
+        self.limiter = Arc::new(umanage::ratelimit::RedisRateLimiter::new(conn.clone()));
+        self
+    }
+}
+
+/// Puts accounts, credentials and audit on a Postgres pool after applying every migration.
+/// A macro because the facade does not name `sqlx::PgPool`.
+#[cfg(feature = "postgres")]
+#[macro_export]
+macro_rules! use_postgres {
+    ($stores:expr, $pool:expr) => {{
+        let pool = $pool;
+        async {
+            umanage::account::postgres::migrate(&pool).await?;
+            umanage::core::kv::PostgresKvStore::migrate(&pool).await?;
+            umanage::audit::PostgresAuditStorage::migrate(&pool).await?;
+            $stores.accounts =
+                std::sync::Arc::new(umanage::account::PostgresAccountStore::new(pool.clone()));
+            $stores.credentials =
+                std::sync::Arc::new(umanage::core::kv::PostgresKvStore::new(pool.clone()));
+            $stores.audit =
+                std::sync::Arc::new(umanage::audit::PostgresAuditStorage::new(pool.clone()));
+            Ok::<(), umanage::core::BackendError>(())
+        }
+        .await
+    }};
+}
+
+/// Shared state of the handlers.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    settings: Settings,
+    stores: Stores,
+    clock: SharedClock,
+    pool: HashingPool,
+    sessions: SessionManager,
+    logger: AuditLogger,
+    chain: AuditChain,
+    dummy_hash: HashedPassword,
+    account_limit: Strategy,
+}
+
+/// The running application: the router and what shutdown must flush.
+pub struct App {
+    /// The router (serve it with `into_make_service_with_connect_info::<SocketAddr>()`).
+    pub router: Router,
+    /// The audit logger (call `shutdown` after the server stops).
+    pub logger: AuditLogger,
+    /// The handlers' state (for [`bootstrap_admin`]).
+    pub state: AppState,
+}
+
+/// Builds the application over `stores`.
+///
+/// # Errors
+///
+/// A message when the settings are contradictory or the audit logger cannot start.
+pub async fn build(settings: Settings, stores: Stores, clock: SharedClock) -> Result<App, String> {
+    let pool = HashingPool::new(
+        PasswordHasher::new(settings.hasher),
+        PoolConfig::new(PoolConfig::default_concurrency(), Duration::from_secs(5))
+            .map_err(|e| e.to_string())?,
+    );
+    let dummy =
+        NormalizedPassword::new("dummy password for unknown users").map_err(|e| e.to_string())?;
+    let dummy_hash = pool.hash(dummy).await.map_err(|e| e.to_string())?;
+    let logger = AuditLogger::builder(LoggerConfig::builder().build().map_err(|e| e.to_string())?)
+        .transformer(Redactor::standard())
+        .destination(StorageDestination::new(Arc::clone(&stores.audit), CHAIN))
+        .start()
+        .map_err(|e| e.to_string())?;
+    let key =
+        CheckpointKey::new("server", settings.audit_key.clone()).map_err(|e| e.to_string())?;
+    let chain = AuditChain::new(Arc::clone(&stores.audit), Keyring::new(key), clock.clone());
+    let sessions = SessionManager::new(Arc::clone(&stores.sessions), settings.sessions.clone());
+    let account_limit =
+        Strategy::sliding_log(settings.logins_per_account, Duration::from_secs(900))
+            .map_err(|e| e.to_string())?;
+    let rules = RuleSet::new(vec![
+        RateLimitRule::new(
+            "per-ip",
+            "/*",
+            Strategy::sliding_counter(settings.requests_per_minute, Duration::from_secs(60))
+                .map_err(|e| e.to_string())?,
+        )
+        .map_err(|e| e.to_string())?,
+        RateLimitRule::new(
+            "login-per-ip",
+            "/v1/sessions",
+            Strategy::sliding_log(settings.logins_per_minute, Duration::from_secs(60))
+                .map_err(|e| e.to_string())?,
+        )
+        .map_err(|e| e.to_string())?
+        .with_methods([Method::POST]),
+    ])
+    .map_err(|e| e.to_string())?;
+    let rate_layer = RateLimitLayer::builder(Arc::clone(&stores.limiter), rules)
+        .on_reject(rate_limited_response)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let max_body = settings.max_body_bytes;
+    let state = AppState {
+        inner: Arc::new(Inner {
+            settings,
+            stores,
+            clock,
+            pool,
+            sessions,
+            logger: logger.clone(),
+            chain,
+            dummy_hash,
+            account_limit,
+        }),
+    };
+    let router = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/v1/users", post(register))
+        .route("/v1/sessions", post(login).get(list_sessions))
+        .route("/v1/sessions/current", delete(logout))
+        .route("/v1/sessions/{id}", delete(revoke_session))
+        .route("/v1/me", get(me))
+        .route("/v1/me/password", put(change_password))
+        .route("/v1/password/strength", post(strength))
+        .route("/v1/admin/audit", get(admin_audit))
+        .route("/v1/admin/audit/verify", get(admin_verify))
+        .route(
+            "/v1/admin/users/{id}/sessions",
+            get(admin_sessions).delete(admin_revoke_all),
+        )
+        .fallback(not_found)
+        .layer(rate_layer)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn_with_state(state.clone(), edge))
+        .with_state(state.clone());
+    Ok(App {
+        router,
+        logger,
+        state,
+    })
+}
+
+/// Creates the first admin from the given credentials when no admin exists.
+///
+/// # Errors
+///
+/// A message when the password fails the policy or a backend fails.
+pub async fn bootstrap_admin(
+    state: &AppState,
+    username: &str,
+    email: &str,
+    password: &str,
+) -> Result<bool, String> {
+    let s = &state.inner;
+    let admins = s
+        .stores
+        .accounts
+        .count_with_role(&Role::admin())
+        .await
+        .map_err(|e| e.to_string())?;
+    if admins > 0 {
+        return Ok(false);
+    }
+    let pw = NormalizedPassword::new(password).map_err(|e| e.to_string())?;
+    let report = s.settings.policy.validate(
+        &pw,
+        &UserInfo::new().with_username(username).with_email(email),
+    );
+    if !report.is_valid() {
+        let codes: Vec<&str> = report.violations.iter().map(|v| v.code.as_str()).collect();
+        return Err(format!(
+            "admin password rejected by the policy: {}",
+            codes.join(", ")
+        ));
+    }
+    let hash = s.pool.hash(pw).await.map_err(|e| e.to_string())?;
+    let account = s
+        .stores
+        .accounts
+        .create(NewAccount::new(username, email).role(Role::admin()))
+        .await
+        .map_err(|e| e.to_string())?;
+    save_credential(
+        s,
+        account.id,
+        &Credential {
+            hash: hash.into_string(),
+            history: Vec::new(),
+        },
+    )
+    .await
+    .map_err(|p| p.detail)?;
+    Ok(true)
+}
+
+// ---------------------------------------------------------------------------------------
+// Problems (RFC 9457)
+
+/// An error response: `application/problem+json` with a stable `code`.
+#[derive(Debug)]
+pub struct Problem {
+    status: StatusCode,
+    code: &'static str,
+    title: &'static str,
+    detail: String,
+    extra: BTreeMap<&'static str, Value>,
+    headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Problem {
+    fn new(
+        status: StatusCode,
+        code: &'static str,
+        title: &'static str,
+        detail: impl Into<String>,
+    ) -> Self {
+        Self {
+            status,
+            code,
+            title,
+            detail: detail.into(),
+            extra: BTreeMap::new(),
+            headers: Vec::new(),
+        }
+    }
+
+    fn with(mut self, key: &'static str, value: Value) -> Self {
+        self.extra.insert(key, value);
+        self
+    }
+
+    fn unauthorized() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "Authentication required",
+            "a valid session is required",
+        )
+    }
+
+    fn bad_credentials() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_credentials",
+            "Invalid credentials",
+            "the login or the password is wrong",
+        )
+    }
+
+    fn forbidden() -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "Forbidden",
+            "the admin role is required",
+        )
+    }
+
+    fn unavailable() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "Service unavailable",
+            "a backend did not answer; retry later",
+        )
+    }
+
+    fn internal() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal error",
+            "the request could not be completed",
+        )
+    }
+
+    fn violations(violations: Vec<Value>) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+            "Validation failed",
+            "the request breaks one or more rules",
+        )
+        .with("violations", Value::Array(violations))
+    }
+
+    fn for_status(status: StatusCode) -> Self {
+        let (code, title) = match status.as_u16() {
+            404 => ("not_found", "Not found"),
+            405 => ("method_not_allowed", "Method not allowed"),
+            413 => ("body_too_large", "Request body too large"),
+            415 => ("unsupported_media_type", "Unsupported media type"),
+            429 => ("rate_limited", "Too many requests"),
+            s if s >= 500 => ("internal", "Internal error"),
+            _ => ("bad_request", "Bad request"),
+        };
+        Self::new(status, code, title, title.to_ascii_lowercase())
+    }
+
+    fn body(&self) -> String {
+        let mut obj = serde_json::Map::new();
+        obj.insert(
+            "type".into(),
+            json!(format!("urn:umanage:problem:{}", self.code)),
+        );
+        obj.insert("title".into(), json!(self.title));
+        obj.insert("status".into(), json!(self.status.as_u16()));
+        obj.insert("code".into(), json!(self.code));
+        obj.insert("detail".into(), json!(self.detail));
+        for (k, v) in &self.extra {
+            obj.insert((*k).into(), v.clone());
+        }
+        Value::Object(obj).to_string()
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let mut res = Response::new(Body::from(self.body()));
+        *res.status_mut() = self.status;
+        res.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        for (k, v) in self.headers {
+            res.headers_mut().insert(k, v);
+        }
+        res
+    }
+}
+
+fn backend(err: &dyn std::fmt::Display, unavailable: bool) -> Problem {
+    eprintln!("backend error: {err}");
+    if unavailable {
+        Problem::unavailable()
+    } else {
+        Problem::internal()
+    }
+}
+
+fn account_err(err: &AccountError) -> Problem {
+    match err {
+        AccountError::UsernameTaken => Problem::new(
+            StatusCode::CONFLICT,
+            "username_taken",
+            "Conflict",
+            "the username is taken",
+        ),
+        AccountError::EmailTaken => Problem::new(
+            StatusCode::CONFLICT,
+            "email_taken",
+            "Conflict",
+            "the email is taken",
+        ),
+        AccountError::Backend(b) => backend(b, b.is_unavailable() || b.is_timeout()),
+        e if e.is_invalid_input() => Problem::violations(vec![
+            json!({"code": "invalid_input", "message": e.to_string()}),
+        ]),
+        e => backend(e, false),
+    }
+}
+
+fn session_err(err: &umanage::session::Error) -> Problem {
+    backend(err, err.is_unavailable())
+}
+
+fn password_err(err: &PasswordError) -> Problem {
+    match err {
+        PasswordError::Busy { .. } => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "Busy",
+            "password hashing is saturated; retry later",
+        )
+        .with("retry_after", json!(1)),
+        PasswordError::TooLarge { max_bytes } => Problem::violations(vec![
+            json!({"code": "too_long", "message": format!("the password is longer than {max_bytes} bytes")}),
+        ]),
+        e => backend(e, false),
+    }
+}
+
+fn rate_limited_response(rejection: &Rejection) -> http::Response<String> {
+    let problem = Problem::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        "Too many requests",
+        "slow down and retry later",
+    )
+    .with("rule", json!(rejection.rule));
+    let mut res = http::Response::new(problem.body());
+    *res.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    res
+}
+
+/// Parses a JSON body strictly: UTF-8, an object, the exact fields.
+fn parse_json<T: serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<T, Problem> {
+    let json_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            let v = v
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
+            v == "application/json" || v.ends_with("+json")
+        });
+    if !json_type {
+        return Err(Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "Unsupported media type",
+            "send Content-Type: application/json",
+        ));
+    }
+    if std::str::from_utf8(body).is_err() {
+        return Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_utf8",
+            "Bad request",
+            "the body is not valid UTF-8",
+        ));
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        let (status, code) = match e.classify() {
+            serde_json::error::Category::Data => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "invalid_fields")
+            }
+            _ => (StatusCode::BAD_REQUEST, "malformed_json"),
+        };
+        Problem::new(status, code, "Bad request", e.to_string())
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Edge middleware: request id, client address, security headers, problem bodies, audit of
+// rate-limit rejections.
+
+/// Marks a response whose rejection the handler already audited.
+#[derive(Clone, Copy)]
+struct Audited;
+
+async fn edge(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 64
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        })
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let mut ctx = RequestContext::new().with_request_id(request_id.clone());
+    if let Some(peer) = peer {
+        ctx = ctx.with_client_ip(state.inner.settings.resolver.resolve(peer, req.headers()));
+    }
+    if let Some(ua) = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+    {
+        ctx = ctx.with_user_agent(ua.chars().take(256).collect::<String>());
+    }
+    req.extensions_mut().insert(ctx.clone());
+    let mut res = next.run(req).await;
+    let status = res.status();
+    if status == StatusCode::TOO_MANY_REQUESTS && res.extensions().get::<Audited>().is_none() {
+        let rule = res
+            .headers()
+            .get("ratelimit")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        audit(
+            &state.inner,
+            event_types::RATE_LIMITED,
+            &ctx,
+            None,
+            Outcome::Failure,
+            &[("rule", &rule)],
+        )
+        .await;
+    }
+    let is_problem = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    if (status.is_client_error() || status.is_server_error()) && !is_problem {
+        let keep: Vec<(HeaderName, HeaderValue)> = res
+            .headers()
+            .iter()
+            .filter(|(k, _)| {
+                k.as_str().starts_with("ratelimit")
+                    || *k == header::RETRY_AFTER
+                    || *k == header::ALLOW
+            })
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mut problem = Problem::for_status(status);
+        problem.headers = keep;
+        res = problem.into_response();
+    }
+    let h = res.headers_mut();
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    h.insert(
+        "content-security-policy",
+        HeaderValue::from_static(
+            "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+        ),
+    );
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        h.insert("x-request-id", v);
+    }
+    res
+}
+
+async fn audit(
+    s: &Inner,
+    event_type: &str,
+    ctx: &RequestContext,
+    actor: Option<UserId>,
+    outcome: Outcome,
+    meta: &[(&str, &str)],
+) {
+    let mut b = AuditEvent::builder(event_type, &*s.clock)
+        .context(ctx)
+        .result(outcome);
+    b = match actor {
+        Some(id) => b.actor(ActorType::User, id.to_string()),
+        None => b.actor(ActorType::User, "anonymous"),
+    };
+    for (k, v) in meta {
+        b = b.meta(*k, *v);
+    }
+    match b.build() {
+        Ok(event) => {
+            if let Err(e) = s.logger.record(event).await {
+                eprintln!("audit record failed: {e}");
+            }
+        }
+        Err(e) => eprintln!("audit event invalid: {e}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Credentials (a JSON record in the key-value store)
+
+#[derive(serde::Serialize, Deserialize)]
+struct Credential {
+    hash: String,
+    /// Previous hashes, newest first.
+    history: Vec<String>,
+}
+
+fn kv_err(e: &umanage::core::kv::KvError) -> Problem {
+    let unavailable =
+        matches!(e, umanage::core::kv::KvError::Backend(b) if b.is_unavailable() || b.is_timeout());
+    backend(e, unavailable)
+}
+
+fn cred_key(id: UserId) -> String {
+    format!("cred:{id}")
+}
+
+async fn load_credential(s: &Inner, id: UserId) -> Result<Option<Credential>, Problem> {
+    let raw = s
+        .stores
+        .credentials
+        .get(&cred_key(id))
+        .await
+        .map_err(|e| kv_err(&e))?;
+    match raw {
+        None => Ok(None),
+        Some(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| backend(&e, false)),
+    }
+}
+
+async fn save_credential(s: &Inner, id: UserId, cred: &Credential) -> Result<(), Problem> {
+    let bytes = serde_json::to_vec(cred).map_err(|e| backend(&e, false))?;
+    s.stores
+        .credentials
+        .set(&cred_key(id), &bytes, None)
+        .await
+        .map_err(|e| kv_err(&e))
+}
+
+fn violation_json(v: &Violation) -> Value {
+    json!({"code": v.code.as_str(), "message": v.message, "params": v.params})
+}
+
+// ---------------------------------------------------------------------------------------
+// Authentication
+
+fn presented_token(headers: &HeaderMap) -> Option<String> {
+    if let Some(v) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        let (scheme, rest) = v.split_once(' ')?;
+        return scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| rest.trim().to_owned());
+    }
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == COOKIE)
+        .map(|(_, v)| v.to_owned())
+}
+
+async fn authenticate(
+    s: &Inner,
+    headers: &HeaderMap,
+    ctx: &RequestContext,
+) -> Result<(Session, ClientInfo), Problem> {
+    let raw = presented_token(headers).ok_or_else(Problem::unauthorized)?;
+    let token = SessionToken::parse(&raw).map_err(|_| Problem::unauthorized())?;
+    let client = ClientInfo::new(ctx.clone());
+    match s.sessions.validate(&token, &client).await {
+        Ok(Validation::Valid(session)) => Ok((*session, client)),
+        Ok(_) => Err(Problem::unauthorized()),
+        Err(e) => Err(session_err(&e)),
+    }
+}
+
+fn context(req_ctx: Option<&RequestContext>) -> RequestContext {
+    req_ctx.cloned().unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------------------
+// Handlers
+
+async fn not_found() -> Problem {
+    Problem::for_status(StatusCode::NOT_FOUND)
+}
+
+async fn healthz() -> Response {
+    axum::Json(json!({"status": "ok"})).into_response()
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    let s = &state.inner;
+    let accounts = s
+        .stores
+        .accounts
+        .count_with_role(&Role::admin())
+        .await
+        .is_ok();
+    let credentials = s.stores.credentials.get("readyz").await.is_ok();
+    let sessions = s.stores.sessions.list(UserId::new()).await.is_ok();
+    let ok = accounts && credentials && sessions;
+    let body = json!({"ready": ok, "accounts": accounts, "credentials": credentials, "sessions": sessions});
+    if ok {
+        axum::Json(body).into_response()
+    } else {
+        Problem::unavailable().with("checks", body).into_response()
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegisterBody {
+    username: String,
+    email: String,
+    password: SecretString,
+}
+
+async fn register(
+    State(state): State<AppState>,
+    ctx: Option<axum::Extension<RequestContext>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Problem> {
+    let s = &state.inner;
+    let ctx = context(ctx.as_deref());
+    let body: RegisterBody = parse_json(&headers, &body)?;
+    let mut violations = Vec::new();
+    if let Err(e) = NewAccount::new(&body.username, &body.email).validate() {
+        let code = match e {
+            AccountError::InvalidUsername { .. } => "invalid_username",
+            AccountError::InvalidEmail { .. } => "invalid_email",
+            _ => "invalid_account",
+        };
+        violations.push(json!({"code": code, "message": e.to_string()}));
+    }
+    let pw = match NormalizedPassword::new(body.password.expose_secret()) {
+        Ok(pw) => Some(pw),
+        Err(e) => {
+            violations.push(json!({"code": "too_long", "message": e.to_string()}));
+            None
+        }
+    };
+    if let Some(pw) = &pw {
+        let report = s.settings.policy.validate(
+            pw,
+            &UserInfo::new()
+                .with_username(&body.username)
+                .with_email(&body.email),
+        );
+        violations.extend(report.violations.iter().map(violation_json));
+    }
+    let Some(pw) = pw.filter(|_| violations.is_empty()) else {
+        audit(
+            s,
+            event_types::PASSWORD_REJECTED,
+            &ctx,
+            None,
+            Outcome::Failure,
+            &[],
+        )
+        .await;
+        return Err(Problem::violations(violations));
+    };
+    let hash = s.pool.hash(pw).await.map_err(|e| password_err(&e))?;
+    let account = s
+        .stores
+        .accounts
+        .create(NewAccount::new(&body.username, &body.email))
+        .await
+        .map_err(|e| account_err(&e))?;
+    save_credential(
+        s,
+        account.id,
+        &Credential {
+            hash: hash.into_string(),
+            history: Vec::new(),
+        },
+    )
+    .await?;
+    audit(
+        s,
+        event_types::USER_CREATED,
+        &ctx,
+        Some(account.id),
+        Outcome::Success,
+        &[],
+    )
+    .await;
+    Ok((StatusCode::CREATED, axum::Json(account_json(&account))).into_response())
+}
+
+fn account_json(a: &Account) -> Value {
+    json!({
+        "id": a.id.to_string(),
+        "username": a.username.as_str(),
+        "email": a.email.as_str(),
+        "roles": a.roles.iter().map(Role::as_str).collect::<Vec<_>>(),
+        "created_at": a.created_at,
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginBody {
+    login: String,
+    password: SecretString,
+}
+
+async fn login(
+    State(state): State<AppState>,
+    ctx: Option<axum::Extension<RequestContext>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Problem> {
+    let s = &state.inner;
+    let ctx = context(ctx.as_deref());
+    let body: LoginBody = parse_json(&headers, &body)?;
+    let pw = NormalizedPassword::new(body.password.expose_secret()).ok();
+    let account = if body.login.len() > 320 {
+        None
+    } else {
+        s.stores
+            .accounts
+            .find_by_login(&body.login)
+            .await
+            .map_err(|e| account_err(&e))?
+    };
+    // Per-account throttle (before any hashing, so a locked-out account costs nothing).
+    if let Some(account) = &account {
+        let key = format!("login-account:{}", account.id);
+        let decisions = s
+            .stores
+            .limiter
+            .check_all(&[Check {
+                key: &key,
+                strategy: &s.account_limit,
+                cost: 1,
+            }])
+            .await;
+        if let Ok(d) = decisions
+            && let Some(d) = d.first().filter(|d| !d.allowed)
+        {
+            audit(
+                s,
+                event_types::RATE_LIMITED,
+                &ctx,
+                Some(account.id),
+                Outcome::Failure,
+                &[("rule", "login-per-account")],
+            )
+            .await;
+            return Ok(too_many(d));
+        }
+    }
+    let cred = match &account {
+        Some(a) => load_credential(s, a.id).await?,
+        None => None,
+    };
+    let verified = match (pw, &cred) {
+        (Some(pw), Some(cred)) => s
+            .pool
+            .verify_and_upgrade(pw, HashedPassword::new(cred.hash.clone()))
+            .await
+            .map_err(|e| password_err(&e))?,
+        (Some(pw), None) => {
+            // Unknown user: spend the same time as a real check.
+            let _ = s.pool.verify(pw, s.dummy_hash.clone()).await;
+            VerifyOutcome::Mismatch
+        }
+        (None, _) => VerifyOutcome::Mismatch,
+    };
+    let now = s.clock.now();
+    let (Some(account), Some(mut cred)) = (account, cred) else {
+        audit(
+            s,
+            event_types::LOGIN_FAILURE,
+            &ctx,
+            None,
+            Outcome::Failure,
+            &[("reason", "unknown_login")],
+        )
+        .await;
+        return Err(Problem::bad_credentials());
+    };
+    if !verified.is_match() || !account.status.allows_login(now) {
+        let reason = if verified.is_match() {
+            "account_inactive"
+        } else {
+            "wrong_password"
+        };
+        audit(
+            s,
+            event_types::LOGIN_FAILURE,
+            &ctx,
+            Some(account.id),
+            Outcome::Failure,
+            &[("reason", reason)],
+        )
+        .await;
+        return Err(Problem::bad_credentials());
+    }
+    if let VerifyOutcome::MatchNeedsRehash(new) = verified {
+        cred.hash = new.into_string();
+        save_credential(s, account.id, &cred).await?;
+    }
+    let client = ClientInfo::new(ctx.clone().with_user_id(account.id));
+    let login = Login::new(account.id, account.username.as_str())
+        .with_roles(account.roles.iter().map(|r| r.as_str().to_owned()));
+    let outcome = s
+        .sessions
+        .login(login, &client)
+        .await
+        .map_err(|e| session_err(&e))?;
+    let (session, token) = match outcome {
+        LoginOutcome::Created { session, token, .. } => (session, token),
+        LoginOutcome::LimitReached { active } => {
+            return Err(Problem::new(
+                StatusCode::CONFLICT,
+                "session_limit",
+                "Too many sessions",
+                format!("{active} sessions are active; log out elsewhere first"),
+            ));
+        }
+        _ => return Err(Problem::internal()),
+    };
+    let ctx = ctx
+        .with_user_id(account.id)
+        .with_session_id(session.id.to_string());
+    audit(
+        s,
+        event_types::LOGIN_SUCCESS,
+        &ctx,
+        Some(account.id),
+        Outcome::Success,
+        &[],
+    )
+    .await;
+    let max_age = (session.expires_at - now).num_seconds().max(0);
+    let cookie = format!(
+        "{COOKIE}={}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{}",
+        token.expose(),
+        if s.settings.secure_cookie {
+            "; Secure"
+        } else {
+            ""
+        }
+    );
+    let body = json!({
+        "token": token.expose(),
+        "session": {
+            "id": session.id.to_string(),
+            "expires_at": session.expires_at,
+            "idle_expires_at": session.idle_expires_at,
+        }
+    });
+    let mut res = (StatusCode::CREATED, axum::Json(body)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        res.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    Ok(res)
+}
+
+fn too_many(d: &Decision) -> Response {
+    let retry = d.retry_after.unwrap_or(d.reset_after).as_secs().max(1);
+    let mut res = Problem::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        "Too many requests",
+        "too many login attempts for this account",
+    )
+    .into_response();
+    if let Ok(v) = HeaderValue::from_str(&retry.to_string()) {
+        res.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    res.extensions_mut().insert(Audited);
+    res
+}
+
+async fn me(
+    State(state): State<AppState>,
+    ctx: Option<axum::Extension<RequestContext>>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    let s = &state.inner;
+    let ctx = context(ctx.as_deref());
+    let (session, _) = authenticate(s, &headers, &ctx).await?;
+    let account = s
+        .stores
+        .accounts
+        .get(session.user_id)
+        .await
+        .map_err(|e| account_err(&e))?
+        .ok_or_else(Problem::unauthorized)?;
+    Ok(axum::Json(account_json(&account)).into_response())
+}
+
+fn session_json(session: &Session, current: Option<SessionId>) -> Value {
+    json!({
+        "id": session.id.to_string(),
+        "created_at": session.created_at,
+        "last_activity": session.last_activity,
+        "expires_at": session.expires_at,
+        "idle_expires_at": session.idle_expires_at,
+        "ip": session.last_ip.or(session.ip),
+        "user_agent": session.user_agent,
+        "location": session.location,
+        "current": current == Some(session.id),
+    })
+}
+
+async fn list_sessions(
+    State(state): State<AppState>,
+    ctx: Option<axum::Extension<RequestContext>>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    let s = &state.inner;
+    let ctx = context(ctx.as_deref());
+    let (current, _) = authenticate(s, &headers, &ctx).await?;
+    let list = s
+        .sessions
+        .list(current.user_id)
+        .await
+        .map_err(|e| session_err(&e))?;
+    let items: Vec<Value> = list
+        .iter()
+        .map(|x| session_json(x, Some(current.id)))
+        .collect();
+    Ok(axum::Json(json!({"sessions": items})).into_response())
+}
+
+async fn logout(
+    State(state): State<AppState>,
+    ctx: Option<axum::Extension<RequestContext>>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    let s = &state.inner;
+    let ctx = context(ctx.as_deref());
+    let (session, _) = authenticate(s, &headers, &ctx).await?;
+    s.sessions
+        .logout(&session)
+        .await
+        .map_err(|e| session_err(&e))?;
+    let ctx = ctx
+        .with_user_id(session.user_id)
+        .with_session_id(session.id.to_string());
+    audit(
+        s,
+        event_types::LOGOUT,
+        &ctx,
+        Some(session.user_id),
+        Outcome::Success,
+        &[],
+    )
+    .await;
+    let mut res = StatusCode::NO_CONTENT.into_response();
+    let clear = format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0");
+    if let Ok(v) = HeaderValue::from_str(&clear) {
+        res.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    Ok(res)
+}
+
+async fn revoke_session(
+    State(state): State<AppState>,
+    ctx: Option<axum::Extension<RequestContext>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    let s = &state.inner;
+    let ctx = context(ctx.as_deref());
+    let (session, _) = authenticate(s, &headers, &ctx).await?;
+    let id: SessionId = id
+        .parse()
+        .map_err(|_| Problem::for_status(StatusCode::NOT_FOUND))?;
+    let revoked = s
+        .sessions
+        .revoke(session.user_id, id)
+        .await
+        .map_err(|e| session_err(&e))?;
+    if !revoked {
+        return Err(Problem::new(
+            StatusCode::NOT_FOUND,
+            "session_not_found",
+            "Not found",
+            "no such session",
+        ));
+    }
+    let ctx = ctx
+        .with_user_id(session.user_id)
+        .with_session_id(session.id.to_string());
+    audit(
+        s,
+        event_types::SESSION_REVOKED,
+        &ctx,
+        Some(session.user_id),
+        Outcome::Success,
+        &[("revoked", &id.to_string())],
+    )
+    .await;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChangePasswordBody {
+    current_password: SecretString,
+    new_password: SecretString,
+}
+
+async fn change_password(
+    State(state): State<AppState>,
+    ctx: Option<axum::Extension<RequestContext>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Problem> {
+    let s = &state.inner;
+    let ctx = context(ctx.as_deref());
+    let (session, _) = authenticate(s, &headers, &ctx).await?;
+    let body: ChangePasswordBody = parse_json(&headers, &body)?;
+    let ctx = ctx
+        .with_user_id(session.user_id)
+        .with_session_id(session.id.to_string());
+    let account = s
+        .stores
+        .accounts
+        .get(session.user_id)
+        .await
+        .map_err(|e| account_err(&e))?
+        .ok_or_else(Problem::unauthorized)?;
+    let mut cred = load_credential(s, account.id)
+        .await?
+        .ok_or_else(Problem::unauthorized)?;
+    let current_ok = match NormalizedPassword::new(body.current_password.expose_secret()) {
+        Ok(pw) => s
+            .pool
+            .verify(pw, HashedPassword::new(cred.hash.clone()))
+            .await
+            .map_err(|e| password_err(&e))?,
+        Err(_) => false,
+    };
+    if !current_ok {
+        audit(
+            s,
+            event_types::PASSWORD_CHANGED,
+            &ctx,
+            Some(account.id),
+            Outcome::Failure,
+            &[("reason", "wrong_current_password")],
+        )
+        .await;
+        return Err(Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_credentials",
+            "Invalid credentials",
+            "the current password is wrong",
+        ));
+    }
+    let new =
+        NormalizedPassword::new(body.new_password.expose_secret()).map_err(|e| password_err(&e))?;
+    let report = s.settings.policy.validate(
+        &new,
+        &UserInfo::new()
+            .with_username(account.username.as_str())
+            .with_email(account.email.as_str()),
+    );
+    let mut violations: Vec<Value> = report.violations.iter().map(violation_json).collect();
+    if violations.is_empty() {
+        let depth = s.settings.policy.history_count() as usize;
+        let previous: Vec<String> = std::iter::once(cred.hash.clone())
+            .chain(cred.history.iter().cloned())
+            .take(depth.max(1))
+            .collect();
+        for old in previous {
+            if s.pool
+                .verify(new.clone(), HashedPassword::new(old))
+                .await
+                .map_err(|e| password_err(&e))?
+            {
+                violations.push(json!({"code": "password_reused", "message": format!("the password was used in the last {} changes", depth.max(1)), "params": {"history": depth}}));
+                break;
+            }
+        }
+    }
+    if !violations.is_empty() {
+        audit(
+            s,
+            event_types::PASSWORD_REJECTED,
+            &ctx,
+            Some(account.id),
+            Outcome::Failure,
+            &[],
+        )
+        .await;
+        return Err(Problem::violations(violations));
+    }
+    let hash = s.pool.hash(new).await.map_err(|e| password_err(&e))?;
+    let old = std::mem::replace(&mut cred.hash, hash.into_string());
+    cred.history.insert(0, old);
+    cred.history
+        .truncate(s.settings.policy.history_count() as usize);
+    save_credential(s, account.id, &cred).await?;
+    let revoked = s
+        .sessions
+        .revoke_others(&session)
+        .await
+        .map_err(|e| session_err(&e))?;
+    audit(
+        s,
+        event_types::PASSWORD_CHANGED,
+        &ctx,
+        Some(account.id),
+        Outcome::Success,
+        &[("sessions_revoked", &revoked.to_string())],
+    )
+    .await;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StrengthBody {
+    password: SecretString,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    email: Option<String>,
+}
+
+async fn strength(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Problem> {
+    let s = &state.inner;
+    let body: StrengthBody = parse_json(&headers, &body)?;
+    let pw =
+        NormalizedPassword::new(body.password.expose_secret()).map_err(|e| password_err(&e))?;
+    let mut info = UserInfo::new();
+    let mut inputs: Vec<&str> = Vec::new();
+    if let Some(u) = &body.username {
+        info = info.with_username(u);
+        inputs.push(u);
+    }
+    if let Some(e) = &body.email {
+        info = info.with_email(e);
+        inputs.push(e);
+    }
+    let report = s.settings.policy.validate(&pw, &info);
+    let estimate = report
+        .strength
+        .clone()
+        .unwrap_or_else(|| umanage::password::strength::estimate(&pw, &inputs));
+    Ok(axum::Json(json!({
+        "score": estimate.score,
+        "guesses_log10": estimate.guesses_log10,
+        "feedback": estimate.feedback,
+        "violations": report.violations.iter().map(violation_json).collect::<Vec<_>>(),
+    }))
+    .into_response())
+}
+
+async fn require_admin(
+    s: &Inner,
+    headers: &HeaderMap,
+    ctx: &RequestContext,
+) -> Result<Session, Problem> {
+    let (session, _) = authenticate(s, headers, ctx).await?;
+    if session.has_role(Role::ADMIN) {
+        Ok(session)
+    } else {
+        audit(
+            s,
+            event_types::ACCESS_DENIED,
+            ctx,
+            Some(session.user_id),
+            Outcome::Failure,
+            &[],
+        )
+        .await;
+        Err(Problem::forbidden())
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditParams {
+    actor: Option<String>,
+    #[serde(rename = "type")]
+    event_type: Option<String>,
+    result: Option<String>,
+    cursor: Option<String>,
+    limit: Option<u32>,
+}
+
+async fn admin_audit(
+    State(state): State<AppState>,
+    ctx: Option<axum::Extension<RequestContext>>,
+    headers: HeaderMap,
+    params: Result<Query<AuditParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, Problem> {
+    let s = &state.inner;
+    let ctx = context(ctx.as_deref());
+    require_admin(s, &headers, &ctx).await?;
+    let Query(p) = params.map_err(|e| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            "Bad request",
+            e.body_text(),
+        )
+    })?;
+    let mut filter = AuditFilter::new().chain(CHAIN);
+    if let Some(a) = p.actor {
+        filter = filter.actor(a);
+    }
+    if let Some(t) = p.event_type {
+        filter = filter.event_type(t);
+    }
+    if let Some(r) = p.result {
+        let outcome = match r.as_str() {
+            "success" => Outcome::Success,
+            "failure" => Outcome::Failure,
+            "partial" => Outcome::Partial,
+            _ => {
+                return Err(Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_query",
+                    "Bad request",
+                    "result must be success, failure or partial",
+                ));
+            }
+        };
+        filter = filter.result(outcome);
+    }
+    let mut query = AuditQuery::new(filter)
+        .order(umanage::audit::Order::NewestFirst)
+        .limit(p.limit.unwrap_or(50).clamp(1, 500));
+    if let Some(c) = p.cursor {
+        query = query.after(c);
+    }
+    s.logger.flush().await.map_err(|e| backend(&e, false))?;
+    let page = s.stores.audit.query(&query).await.map_err(|e| match e {
+        umanage::audit::Error::Backend(b) => backend(&b, b.is_unavailable()),
+        _ => Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            "Bad request",
+            "invalid cursor or filter",
+        ),
+    })?;
+    let events: Vec<Value> = page
+        .events
+        .iter()
+        .map(|e| json!({"seq": e.seq, "event": e.event}))
+        .collect();
+    Ok(axum::Json(json!({"events": events, "next_cursor": page.next_cursor})).into_response())
+}
+
+async fn admin_verify(
+    State(state): State<AppState>,
+    ctx: Option<axum::Extension<RequestContext>>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    let s = &state.inner;
+    let ctx = context(ctx.as_deref());
+    require_admin(s, &headers, &ctx).await?;
+    s.logger.flush().await.map_err(|e| backend(&e, false))?;
+    let report = s
+        .chain
+        .verify(CHAIN, ..)
+        .await
+        .map_err(|e| backend(&e, false))?;
+    Ok(axum::Json(json!({
+        "ok": report.is_intact(),
+        "checked": report.events_checked,
+        "first_bad": report.first_break.as_ref().map(|b| format!("{b:?}")),
+    }))
+    .into_response())
+}
+
+async fn admin_sessions(
+    State(state): State<AppState>,
+    ctx: Option<axum::Extension<RequestContext>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    let s = &state.inner;
+    let ctx = context(ctx.as_deref());
+    require_admin(s, &headers, &ctx).await?;
+    let user: UserId = id
+        .parse()
+        .map_err(|_| Problem::for_status(StatusCode::NOT_FOUND))?;
+    let list = s.sessions.list(user).await.map_err(|e| session_err(&e))?;
+    let items: Vec<Value> = list.iter().map(|x| session_json(x, None)).collect();
+    Ok(axum::Json(json!({"sessions": items})).into_response())
+}
+
+async fn admin_revoke_all(
+    State(state): State<AppState>,
+    ctx: Option<axum::Extension<RequestContext>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    let s = &state.inner;
+    let ctx = context(ctx.as_deref());
+    let admin = require_admin(s, &headers, &ctx).await?;
+    let user: UserId = id
+        .parse()
+        .map_err(|_| Problem::for_status(StatusCode::NOT_FOUND))?;
+    s.sessions
+        .logout_everywhere(user)
+        .await
+        .map_err(|e| session_err(&e))?;
+    let ctx = ctx
+        .with_user_id(admin.user_id)
+        .with_session_id(admin.id.to_string());
+    audit(
+        s,
+        event_types::SESSION_REVOKED,
+        &ctx,
+        Some(admin.user_id),
+        Outcome::Success,
+        &[("target_user", &user.to_string()), ("scope", "all")],
+    )
+    .await;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

@@ -1,0 +1,205 @@
+//! The umanage example server: user management over HTTP on the facade's public API.
+//!
+//! ```text
+//! cargo run --example server                       # everything in memory on 127.0.0.1:8080
+//! cargo run --example server --all-features -- \
+//!     --redis-url redis://127.0.0.1:6379 \
+//!     --database-url postgres://postgres@127.0.0.1:5432/umanage
+//! ```
+//!
+//! See `examples/server/README.md` for the routes and a curl transcript.
+
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod app;
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use umanage::core::{SharedClock, SystemClock};
+
+const USAGE: &str = "usage: server [--listen ADDR] [--redis-url URL] [--database-url URL]
+
+  --listen ADDR        address to listen on (env UMANAGE_LISTEN, default 127.0.0.1:8080)
+  --redis-url URL      sessions and rate limits on Redis (env UMANAGE_REDIS_URL)
+  --database-url URL   accounts, credentials and audit on Postgres (env UMANAGE_DATABASE_URL)
+
+  UMANAGE_ADMIN_USERNAME / UMANAGE_ADMIN_PASSWORD (and UMANAGE_ADMIN_EMAIL) create the
+  first admin when none exists.";
+
+#[derive(Debug, Default)]
+struct Args {
+    listen: Option<String>,
+    redis_url: Option<String>,
+    database_url: Option<String>,
+}
+
+fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Option<Args>, String> {
+    let mut args = Args::default();
+    while let Some(arg) = it.next() {
+        let (name, inline) = match arg.split_once('=') {
+            Some((n, v)) if n.starts_with("--") => (n.to_owned(), Some(v.to_owned())),
+            _ => (arg.clone(), None),
+        };
+        let slot = match name.as_str() {
+            "-h" | "--help" => return Ok(None),
+            "--listen" => &mut args.listen,
+            "--redis-url" => &mut args.redis_url,
+            "--database-url" => &mut args.database_url,
+            other => return Err(format!("unknown argument {other:?}")),
+        };
+        let value = inline
+            .or_else(|| it.next())
+            .ok_or_else(|| format!("{name} needs a value"))?;
+        *slot = Some(value);
+    }
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    args.listen = args.listen.or_else(|| env("UMANAGE_LISTEN"));
+    args.redis_url = args.redis_url.or_else(|| env("UMANAGE_REDIS_URL"));
+    args.database_url = args.database_url.or_else(|| env("UMANAGE_DATABASE_URL"));
+    Ok(Some(args))
+}
+
+#[cfg_attr(
+    not(any(feature = "redis", feature = "postgres")),
+    allow(clippy::unused_async)
+)]
+async fn stores(args: &Args, clock: &SharedClock) -> Result<app::Stores, String> {
+    #[allow(unused_mut)]
+    let mut stores = app::Stores::memory(clock);
+    if let Some(url) = &args.redis_url {
+        #[cfg(feature = "redis")]
+        {
+            let conn = umanage::core::redis::RedisConfig::builder(url.as_str())
+                .key_prefix("umanage")
+                .build()
+                .map_err(|e| format!("redis config: {e}"))?
+                .connect()
+                .await
+                .map_err(|e| format!("redis: {e}"))?;
+            stores = stores.with_redis(&conn);
+        }
+        #[cfg(not(feature = "redis"))]
+        {
+            let _ = url;
+            return Err("--redis-url needs the `redis` feature (run with --all-features)".into());
+        }
+    }
+    if let Some(url) = &args.database_url {
+        #[cfg(feature = "postgres")]
+        {
+            let pool = umanage::core::postgres::PgConfig::builder(url.as_str())
+                .build()
+                .map_err(|e| format!("postgres config: {e}"))?
+                .connect()
+                .await
+                .map_err(|e| format!("postgres: {e}"))?;
+            use_postgres!(stores, pool).map_err(|e| format!("postgres migrations: {e}"))?;
+        }
+        #[cfg(not(feature = "postgres"))]
+        {
+            let _ = url;
+            return Err(
+                "--database-url needs the `postgres` feature (run with --all-features)".into(),
+            );
+        }
+    }
+    Ok(stores)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    eprintln!("shutting down: finishing requests");
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let listen: SocketAddr = args
+        .listen
+        .as_deref()
+        .unwrap_or("127.0.0.1:8080")
+        .parse()
+        .map_err(|e| format!("--listen: {e}"))?;
+    let clock: SharedClock = Arc::new(SystemClock);
+    let stores = stores(&args, &clock).await?;
+    let settings = app::Settings::defaults()?;
+    let built = app::build(settings, stores, clock).await?;
+    if let (Ok(user), Ok(password)) = (
+        std::env::var("UMANAGE_ADMIN_USERNAME"),
+        std::env::var("UMANAGE_ADMIN_PASSWORD"),
+    ) {
+        let email = std::env::var("UMANAGE_ADMIN_EMAIL")
+            .unwrap_or_else(|_| format!("{user}@localhost.localdomain"));
+        if app::bootstrap_admin(&built.state, &user, &email, &password).await? {
+            println!("created the first admin {user:?}");
+        }
+    }
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("bind {listen}: {e}"))?;
+    println!("umanage server listening on http://{listen}");
+    axum::serve(
+        listener,
+        built
+            .router
+            .into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .map_err(|e| format!("server: {e}"))?;
+    let stats = built
+        .logger
+        .shutdown()
+        .await
+        .map_err(|e| format!("audit flush: {e}"))?;
+    println!("audit flushed: {stats:?}");
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args(std::env::args().skip(1)) {
+        Ok(Some(a)) => a,
+        Ok(None) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("{e}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

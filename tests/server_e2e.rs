@@ -1,0 +1,666 @@
+//! End-to-end tests of `examples/server`: the real router on an ephemeral port, driven over
+//! TCP by a small HTTP/1.1 client, in memory and on Redis + Postgres.
+#![allow(
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::unused_async,
+    clippy::items_after_statements,
+    dead_code
+)]
+
+#[path = "../examples/server/app.rs"]
+mod app;
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use umanage::core::{SharedClock, SystemClock};
+use umanage::password::HasherConfig;
+
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+
+    /// A problem response: the right media type and a stable code.
+    fn assert_problem(&self, status: u16, code: &str) {
+        assert_eq!(
+            self.status,
+            status,
+            "body: {}",
+            String::from_utf8_lossy(&self.body)
+        );
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/problem+json")
+        );
+        let body = self.json();
+        assert_eq!(body["code"], code, "{body}");
+        assert_eq!(body["status"], status);
+        assert_eq!(body["type"], format!("urn:umanage:problem:{code}"));
+    }
+}
+
+struct Server {
+    addr: SocketAddr,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    async fn start(stores: app::Stores) -> Self {
+        let clock: SharedClock = Arc::new(SystemClock);
+        let mut settings = app::Settings::defaults().unwrap();
+        // Cheap hashing for tests; the policy and everything else as shipped.
+        settings.hasher = HasherConfig::builder()
+            .m_cost_kib(256)
+            .t_cost(1)
+            .p_cost(1)
+            .build()
+            .unwrap();
+        settings.logins_per_minute = 12;
+        settings.max_body_bytes = 8 * 1024;
+        let built = app::build(settings, stores, clock).await.unwrap();
+        assert!(
+            app::bootstrap_admin(
+                &built.state,
+                "root",
+                "root@example.com",
+                "admin passphrase 42 zebra"
+            )
+            .await
+            .unwrap()
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let logger = built.logger.clone();
+        let service = built
+            .router
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, service)
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await
+                .unwrap();
+            logger.shutdown().await.unwrap();
+        });
+        Self {
+            addr,
+            shutdown: Some(tx),
+            task,
+        }
+    }
+
+    async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        (&mut self.task).await.unwrap();
+    }
+
+    async fn raw(&self, request: &[u8]) -> Reply {
+        let mut stream = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        stream.write_all(request).await.unwrap();
+        let mut buf = Vec::new();
+        stream.read_to_end(&mut buf).await.unwrap();
+        parse_reply(&buf)
+    }
+
+    async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&[u8]>,
+        extra: &[(&str, &str)],
+    ) -> Reply {
+        let mut req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nUser-Agent: e2e\r\n"
+        );
+        if let Some(t) = token {
+            let _ = write!(req, "Authorization: Bearer {t}\r\n");
+        }
+        for (k, v) in extra {
+            let _ = write!(req, "{k}: {v}\r\n");
+        }
+        let body = body.unwrap_or_default();
+        if !body.is_empty() || method != "GET" {
+            if !extra
+                .iter()
+                .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+            {
+                req.push_str("Content-Type: application/json\r\n");
+            }
+            let _ = write!(req, "Content-Length: {}\r\n", body.len());
+        }
+        req.push_str("\r\n");
+        let mut bytes = req.into_bytes();
+        bytes.extend_from_slice(body);
+        self.raw(&bytes).await
+    }
+
+    async fn json(&self, method: &str, path: &str, token: Option<&str>, body: &Value) -> Reply {
+        let body = body.to_string();
+        self.send(method, path, token, Some(body.as_bytes()), &[])
+            .await
+    }
+
+    async fn get(&self, path: &str, token: Option<&str>) -> Reply {
+        self.send("GET", path, token, None, &[]).await
+    }
+
+    async fn login(&self, login: &str, password: &str) -> Reply {
+        self.json(
+            "POST",
+            "/v1/sessions",
+            None,
+            &json!({"login": login, "password": password}),
+        )
+        .await
+    }
+}
+
+fn parse_reply(buf: &[u8]) -> Reply {
+    let split = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = std::str::from_utf8(&buf[..split]).unwrap();
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let raw = &buf[split + 4..];
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
+    let body = if chunked { dechunk(raw) } else { raw.to_vec() };
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let end = raw.windows(2).position(|w| w == b"\r\n").unwrap();
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&raw[..end]).unwrap().trim(), 16).unwrap();
+        raw = &raw[end + 2..];
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&raw[..size]);
+        raw = &raw[size + 2..];
+    }
+}
+
+const GOOD: &str = "correct horse battery staple 7";
+const NEWER: &str = "purple elephant juggling tuesday 9";
+
+/// The whole journey of the issue, on any backends.
+async fn journey(stores: app::Stores) {
+    let server = Server::start(stores).await;
+
+    // Health, and the headers every response carries.
+    let r = server
+        .send(
+            "GET",
+            "/healthz",
+            None,
+            None,
+            &[("X-Request-Id", "req-123")],
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-request-id"), Some("req-123"));
+    assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(r.header("referrer-policy"), Some("no-referrer"));
+    assert!(
+        r.header("content-security-policy")
+            .unwrap()
+            .contains("default-src 'none'")
+    );
+    assert!(r.header("ratelimit-policy").is_some());
+    let r = server.get("/readyz", None).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+
+    // Register: weak password -> every violation at once.
+    let r = server
+        .json(
+            "POST",
+            "/v1/users",
+            None,
+            &json!({"username": "alice", "email": "alice@example.com", "password": "alice"}),
+        )
+        .await;
+    r.assert_problem(422, "validation_failed");
+    let codes: Vec<String> = r.json()["violations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["code"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(codes.contains(&"too_short".to_owned()), "{codes:?}");
+    assert!(codes.len() >= 2, "{codes:?}");
+
+    let r = server
+        .json(
+            "POST",
+            "/v1/users",
+            None,
+            &json!({"username": "alice", "email": "Alice@Example.com", "password": GOOD}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let user = r.json();
+    assert_eq!(user["username"], "alice");
+    assert_eq!(user["email"], "Alice@example.com");
+    let user_id = user["id"].as_str().unwrap().to_owned();
+
+    // Taken, case-insensitively.
+    let r = server
+        .json(
+            "POST",
+            "/v1/users",
+            None,
+            &json!({"username": "ALICE", "email": "other@example.com", "password": GOOD}),
+        )
+        .await;
+    r.assert_problem(409, "username_taken");
+    let r = server
+        .json(
+            "POST",
+            "/v1/users",
+            None,
+            &json!({"username": "alice2", "email": "alice@EXAMPLE.com", "password": GOOD}),
+        )
+        .await;
+    r.assert_problem(409, "email_taken");
+
+    // Wrong password and unknown user: the same 401 body.
+    let wrong = server.login("alice", "not the password at all").await;
+    let unknown = server.login("nobody", "not the password at all").await;
+    wrong.assert_problem(401, "invalid_credentials");
+    unknown.assert_problem(401, "invalid_credentials");
+    assert_eq!(wrong.body, unknown.body);
+
+    // Login by username, then by email (a second device).
+    let r = server.login("alice", GOOD).await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let cookie = r.header("set-cookie").unwrap().to_owned();
+    assert!(cookie.starts_with("umanage_session="));
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"));
+    let first = r.json();
+    let token = first["token"].as_str().unwrap().to_owned();
+    assert!(first["session"]["expires_at"].is_string());
+    assert!(first["session"]["idle_expires_at"].is_string());
+    let r = server.login("ALICE@example.com", GOOD).await;
+    assert_eq!(r.status, 201);
+    let second = r.json()["token"].as_str().unwrap().to_owned();
+
+    // Me: bearer, and the cookie.
+    let r = server.get("/v1/me", Some(&token)).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["id"], user_id.as_str());
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    let cookie_pair = cookie.split(';').next().unwrap();
+    let r = server
+        .send("GET", "/v1/me", None, None, &[("Cookie", cookie_pair)])
+        .await;
+    assert_eq!(r.status, 200);
+    server
+        .get("/v1/me", None)
+        .await
+        .assert_problem(401, "unauthenticated");
+    server
+        .get("/v1/me", Some("garbage-token"))
+        .await
+        .assert_problem(401, "unauthenticated");
+
+    // Sessions: both listed, the current one marked.
+    let r = server.get("/v1/sessions", Some(&token)).await;
+    assert_eq!(r.status, 200);
+    let list = r.json()["sessions"].as_array().unwrap().clone();
+    assert_eq!(list.len(), 2);
+    assert_eq!(list.iter().filter(|s| s["current"] == true).count(), 1);
+    assert_eq!(list[0]["user_agent"], "e2e");
+
+    // Strength meter.
+    let r = server
+        .json(
+            "POST",
+            "/v1/password/strength",
+            None,
+            &json!({"password": "password1", "username": "alice"}),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let meter = r.json();
+    assert!(meter["score"].as_u64().unwrap() <= 1);
+    assert!(!meter["violations"].as_array().unwrap().is_empty());
+
+    // Change password: wrong current -> 401, weak -> 422, reuse -> 422, ok -> 204.
+    let r = server
+        .json(
+            "PUT",
+            "/v1/me/password",
+            Some(&token),
+            &json!({"current_password": "wrong wrong wrong", "new_password": NEWER}),
+        )
+        .await;
+    r.assert_problem(401, "invalid_credentials");
+    let r = server
+        .json(
+            "PUT",
+            "/v1/me/password",
+            Some(&token),
+            &json!({"current_password": GOOD, "new_password": "short"}),
+        )
+        .await;
+    r.assert_problem(422, "validation_failed");
+    let r = server
+        .json(
+            "PUT",
+            "/v1/me/password",
+            Some(&token),
+            &json!({"current_password": GOOD, "new_password": GOOD}),
+        )
+        .await;
+    r.assert_problem(422, "validation_failed");
+    assert_eq!(r.json()["violations"][0]["code"], "password_reused");
+    let r = server
+        .json(
+            "PUT",
+            "/v1/me/password",
+            Some(&token),
+            &json!({"current_password": GOOD, "new_password": NEWER}),
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", String::from_utf8_lossy(&r.body));
+    // The other session is gone, this one lives.
+    server
+        .get("/v1/me", Some(&second))
+        .await
+        .assert_problem(401, "unauthenticated");
+    assert_eq!(server.get("/v1/me", Some(&token)).await.status, 200);
+    server
+        .login("alice", GOOD)
+        .await
+        .assert_problem(401, "invalid_credentials");
+    let r = server.login("alice", NEWER).await;
+    assert_eq!(r.status, 201);
+    let third = r.json();
+    let third_token = third["token"].as_str().unwrap().to_owned();
+    let third_id = third["session"]["id"].as_str().unwrap().to_owned();
+
+    // Revoke a session by id, then log out.
+    let r = server
+        .send(
+            "DELETE",
+            &format!("/v1/sessions/{third_id}"),
+            Some(&token),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 204);
+    server
+        .get("/v1/me", Some(&third_token))
+        .await
+        .assert_problem(401, "unauthenticated");
+    let r = server
+        .send("DELETE", "/v1/sessions/not-a-uuid", Some(&token), None, &[])
+        .await;
+    r.assert_problem(404, "not_found");
+    let r = server
+        .send("DELETE", "/v1/sessions/current", Some(&token), None, &[])
+        .await;
+    assert_eq!(r.status, 204);
+    server
+        .get("/v1/me", Some(&token))
+        .await
+        .assert_problem(401, "unauthenticated");
+
+    // Admin: alice is not one; root is.
+    let r = server.login("alice", NEWER).await;
+    let alice = r.json()["token"].as_str().unwrap().to_owned();
+    server
+        .get("/v1/admin/audit", Some(&alice))
+        .await
+        .assert_problem(403, "forbidden");
+    let r = server.login("root", "admin passphrase 42 zebra").await;
+    assert_eq!(r.status, 201);
+    let root = r.json()["token"].as_str().unwrap().to_owned();
+    let r = server
+        .get(
+            &format!("/v1/admin/audit?actor={user_id}&type=auth.login.success"),
+            Some(&root),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let events = r.json()["events"].as_array().unwrap().clone();
+    assert_eq!(events.len(), 4, "{events:?}");
+    assert!(
+        events
+            .iter()
+            .all(|e| e["event"]["event_type"] == "auth.login.success"),
+        "{events:?}"
+    );
+    let r = server.get("/v1/admin/audit?limit=2", Some(&root)).await;
+    let page = r.json();
+    assert_eq!(page["events"].as_array().unwrap().len(), 2);
+    let cursor = page["next_cursor"].as_str().unwrap().to_owned();
+    let r = server
+        .get(
+            &format!("/v1/admin/audit?limit=2&cursor={cursor}"),
+            Some(&root),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_ne!(r.json()["events"][0], page["events"][0]);
+    server
+        .get("/v1/admin/audit?limit=nope", Some(&root))
+        .await
+        .assert_problem(400, "invalid_query");
+    let r = server.get("/v1/admin/audit/verify", Some(&root)).await;
+    assert_eq!(r.status, 200);
+    let verify = r.json();
+    assert_eq!(verify["ok"], true, "{verify}");
+    assert!(verify["checked"].as_u64().unwrap() > 10);
+    let r = server
+        .get(&format!("/v1/admin/users/{user_id}/sessions"), Some(&root))
+        .await;
+    assert_eq!(r.json()["sessions"].as_array().unwrap().len(), 1);
+    let r = server
+        .send(
+            "DELETE",
+            &format!("/v1/admin/users/{user_id}/sessions"),
+            Some(&root),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 204);
+    server
+        .get("/v1/me", Some(&alice))
+        .await
+        .assert_problem(401, "unauthenticated");
+
+    // Brute force: the per-IP login limit answers 429 with Retry-After, and it is audited.
+    let mut limited = None;
+    for _ in 0..20 {
+        let r = server.login("alice", "guessing guessing guessing").await;
+        if r.status == 429 {
+            limited = Some(r);
+            break;
+        }
+        r.assert_problem(401, "invalid_credentials");
+    }
+    let Some(r) = limited else {
+        panic!("no 429 within 20 attempts")
+    };
+    r.assert_problem(429, "rate_limited");
+    assert!(r.header("retry-after").unwrap().parse::<u64>().unwrap() >= 1);
+    let r = server
+        .get("/v1/admin/audit?type=security.rate_limited", Some(&root))
+        .await;
+    assert!(!r.json()["events"].as_array().unwrap().is_empty());
+
+    server.stop().await;
+}
+
+/// Hostile and broken input: always a 4xx problem, never a 500.
+async fn bad_input(stores: app::Stores) {
+    let server = Server::start(stores).await;
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        Vec<u8>,
+        Vec<(&'a str, &'a str)>,
+        u16,
+        &'a str,
+    );
+    let cases: Vec<Case<'_>> = vec![
+        ("POST", "/v1/users", b"{not json".to_vec(), vec![], 400, "malformed_json"),
+        ("POST", "/v1/users", b"".to_vec(), vec![], 400, "malformed_json"),
+        ("POST", "/v1/users", br#"{"username": 5, "email": "a@b.c", "password": "x"}"#.to_vec(), vec![], 422, "invalid_fields"),
+        ("POST", "/v1/users", br#"{"username": "bob", "email": "b@example.com", "password": "correct horse battery", "admin": true}"#.to_vec(), vec![], 422, "invalid_fields"),
+        ("POST", "/v1/users", br#"["an", "array"]"#.to_vec(), vec![], 422, "invalid_fields"),
+        ("POST", "/v1/users", b"{\"username\": \"\xff\xfe\"}".to_vec(), vec![], 400, "invalid_utf8"),
+        ("POST", "/v1/users", br#"{"username":"bob","email":"b@example.com","password":"correct horse battery"}"#.to_vec(), vec![("Content-Type", "text/plain")], 415, "unsupported_media_type"),
+        ("POST", "/v1/sessions", br#"{"login": "x"}"#.to_vec(), vec![], 422, "invalid_fields"),
+        ("POST", "/v1/sessions", br#"{"login": "x", "password": null}"#.to_vec(), vec![], 422, "invalid_fields"),
+        ("POST", "/v1/users", vec![b'a'; 20 * 1024], vec![], 413, "body_too_large"),
+        ("GET", "/v1/sessions", vec![], vec![], 401, "unauthenticated"),
+        ("PUT", "/v1/me/password", br#"{"current_password": "a", "new_password": "b"}"#.to_vec(), vec![], 401, "unauthenticated"),
+        ("DELETE", "/v1/sessions/current", vec![], vec![("Authorization", "Basic Zm9vOmJhcg==")], 401, "unauthenticated"),
+        ("GET", "/v1/me", vec![], vec![("Cookie", "umanage_session=%%%; other=1")], 401, "unauthenticated"),
+        ("GET", "/v1/admin/audit", vec![], vec![], 401, "unauthenticated"),
+        ("GET", "/nope", vec![], vec![], 404, "not_found"),
+        ("PATCH", "/v1/me", vec![], vec![], 405, "method_not_allowed"),
+    ];
+    for (method, path, body, headers, status, code) in cases {
+        let r = server.send(method, path, None, Some(&body), &headers).await;
+        assert!(r.status < 500);
+        r.assert_problem(status, code);
+        assert!(r.header("x-request-id").is_some());
+    }
+    // A password far beyond the normalisation cap: a violation, not a crash.
+    let long = "x".repeat(5000);
+    let r = server
+        .json(
+            "POST",
+            "/v1/users",
+            None,
+            &json!({"username": "bob", "email": "b@example.com", "password": long}),
+        )
+        .await;
+    r.assert_problem(422, "validation_failed");
+    // A bad username and email are violations too, reported with the password's.
+    let r = server
+        .json(
+            "POST",
+            "/v1/users",
+            None,
+            &json!({"username": " ", "email": "no-at-sign", "password": "x"}),
+        )
+        .await;
+    r.assert_problem(422, "validation_failed");
+    let codes: Vec<Value> = r.json()["violations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["code"].clone())
+        .collect();
+    assert!(codes.contains(&json!("invalid_username")), "{codes:?}");
+    // A forged request id is replaced.
+    let r = server
+        .send(
+            "GET",
+            "/healthz",
+            None,
+            None,
+            &[("X-Request-Id", "bad id with spaces")],
+        )
+        .await;
+    assert_ne!(r.header("x-request-id"), Some("bad id with spaces"));
+    // Garbage that is not HTTP at all does not take the server down.
+    let _ = server.raw(b"\x00\x01\x02 garbage\r\n\r\n").await;
+    assert_eq!(server.get("/healthz", None).await.status, 200);
+    server.stop().await;
+}
+
+mod memory {
+    use super::*;
+
+    fn stores() -> app::Stores {
+        app::Stores::memory(&SystemClock::shared())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn journey() {
+        super::journey(stores()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bad_input() {
+        super::bad_input(stores()).await;
+    }
+}
+
+#[cfg(all(feature = "redis", feature = "postgres", feature = "testkit"))]
+mod redis_postgres {
+    use super::*;
+    use umanage::core::testkit;
+
+    async fn run(
+        test: fn(app::Stores) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+    ) {
+        let (Some(redis), Some(pg)) = (testkit::redis().await, testkit::postgres().await) else {
+            eprintln!("skipped: UMANAGE_TEST_REDIS_URL / UMANAGE_TEST_DATABASE_URL not set");
+            return;
+        };
+        let mut stores = app::Stores::memory(&SystemClock::shared()).with_redis(redis.connection());
+        use_postgres!(stores, pg.pool().clone()).unwrap();
+        test(stores).await;
+        drop((redis, pg));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn journey() {
+        run(|s| Box::pin(super::journey(s))).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bad_input() {
+        run(|s| Box::pin(super::bad_input(s))).await;
+    }
+}
