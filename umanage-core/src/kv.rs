@@ -47,6 +47,20 @@ pub enum KvError {
     Backend(#[from] BackendError),
 }
 
+impl KvError {
+    /// True when the backend could not serve the request now; see
+    /// [`BackendError::is_unavailable`].
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Backend(e) if e.is_unavailable())
+    }
+
+    /// True when the backend did not answer in time (the operation may have been applied);
+    /// see [`BackendError::is_timeout`].
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Self::Backend(e) if e.is_timeout())
+    }
+}
+
 /// Result alias for [`KvStore`] operations.
 pub type Result<T, E = KvError> = std::result::Result<T, E>;
 
@@ -147,7 +161,18 @@ pub(crate) fn parse_counter(bytes: &[u8]) -> Option<i64> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_counter;
+    use super::{KvError, parse_counter};
+    use crate::BackendError;
+
+    #[test]
+    fn errors_classify_like_backend_errors() {
+        let timeout = KvError::Backend(BackendError::Timeout {
+            operation: "kv.get",
+            after: std::time::Duration::from_millis(1),
+        });
+        assert!(timeout.is_unavailable() && timeout.is_timeout());
+        assert!(!KvError::NotAnInteger.is_unavailable() && !KvError::NotAnInteger.is_timeout());
+    }
 
     #[test]
     fn counter_parsing_matches_redis() {
