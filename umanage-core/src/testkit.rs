@@ -407,6 +407,132 @@ fn drop_schema(url: String, schema: String) {
     });
 }
 
+/// A `redis-server` of the test's own, on a free loopback port, for tests that must kill
+/// the server mid-run and bring it back (outage and recovery). It keeps nothing on disk
+/// (`--save "" --appendonly no`, in a private temporary directory) and is killed on drop.
+///
+/// Never used for ordinary backend tests: those share the service from
+/// [`REDIS_URL_VAR`] through [`redis()`].
+#[derive(Debug)]
+pub struct RedisServer {
+    child: Option<std::process::Child>,
+    port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl RedisServer {
+    /// Starts one and waits until it answers `PING`. Returns `None` (after printing why)
+    /// when `redis-server` cannot be run and services are not required.
+    ///
+    /// # Panics
+    ///
+    /// When `UMANAGE_REQUIRE_SERVICES=1` and `redis-server` cannot be started, or when it
+    /// does not answer within 10 seconds.
+    pub async fn start() -> Option<Self> {
+        let port = match std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()) {
+            Ok(addr) => addr.port(),
+            Err(e) => panic!("umanage testkit: no free loopback port: {e}"),
+        };
+        let dir = std::env::temp_dir().join(format!("umanage-redis-{}", unique_suffix()));
+        if let Err(e) = std::fs::create_dir_all(&dir) {
+            panic!("umanage testkit: cannot create {}: {e}", dir.display());
+        }
+        let mut server = Self {
+            child: None,
+            port,
+            dir,
+        };
+        if let Err(e) = server.spawn() {
+            assert!(
+                !ServiceEnv::from_env().require,
+                "umanage testkit: cannot start redis-server ({REQUIRE_VAR}=1): {e}"
+            );
+            eprintln!("skipping: cannot start redis-server: {e}");
+            return None;
+        }
+        server.wait_ready().await;
+        Some(server)
+    }
+
+    /// The port it listens on (kept across [`restart`](Self::restart)).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `redis://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (an abrupt outage, as a crash would be).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port, empty, and waits until it answers.
+    ///
+    /// # Panics
+    ///
+    /// When it cannot be started again or does not answer within 10 seconds.
+    pub async fn restart(&mut self) {
+        self.stop();
+        if let Err(e) = self.spawn() {
+            panic!("umanage testkit: cannot restart redis-server: {e}");
+        }
+        self.wait_ready().await;
+    }
+
+    fn spawn(&mut self) -> std::io::Result<()> {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+                "--dir",
+            ])
+            .arg(&self.dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    async fn wait_ready(&self) {
+        let url = self.url();
+        for _ in 0..200 {
+            if let Ok(client) = redis::Client::open(url.as_str())
+                && let Ok(mut conn) = client.get_multiplexed_async_connection().await
+                && redis::cmd("PING")
+                    .query_async::<String>(&mut conn)
+                    .await
+                    .is_ok()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "umanage testkit: redis-server did not answer on port {}",
+            self.port
+        );
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// Keeps something alive (usually a [`TestRedis`] or [`TestPostgres`], whose `Drop` cleans
 /// up) for as long as a harness lives.
 #[derive(Default)]

@@ -9,90 +9,14 @@
     clippy::items_after_statements
 )]
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use umanage_core::redis::RedisConfig;
+use umanage_core::testkit::RedisServer;
 use umanage_ratelimit::{
     FailurePolicy, RateLimitStore, RedisRateLimiter, ResilientLimiter, Strategy,
 };
-
-/// A `redis-server` child process, killed on drop.
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Server {
-    fn start(port: u16) -> Self {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        Self { child, port }
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    async fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let client = redis::Client::open(format!("redis://127.0.0.1:{}", self.port)).unwrap();
-        loop {
-            if let Ok(mut c) = client.get_multiplexed_async_connection().await
-                && redis::cmd("PING")
-                    .query_async::<String>(&mut c)
-                    .await
-                    .is_ok()
-            {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not start on {}",
-                self.port
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn redis_server_available() -> bool {
-    let found = Command::new("redis-server")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !found {
-        assert!(
-            std::env::var("UMANAGE_REQUIRE_SERVICES").as_deref() != Ok("1"),
-            "redis-server is not on PATH and UMANAGE_REQUIRE_SERVICES=1"
-        );
-        eprintln!("skipping: redis-server is not on PATH");
-    }
-    found
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 async fn key_exists(port: u16, key: &str) -> bool {
     let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap();
@@ -108,12 +32,10 @@ async fn key_exists(port: u16, key: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn policies_while_redis_is_down_and_recovery_after() {
-    if !redis_server_available() {
+    let Some(mut server) = RedisServer::start().await else {
         return;
-    }
-    let port = free_port();
-    let mut server = Server::start(port);
-    server.wait_ready().await;
+    };
+    let port = server.port();
 
     let conn = RedisConfig::builder(format!("redis://127.0.0.1:{port}"))
         .key_prefix("rl-failure-test")
@@ -191,8 +113,7 @@ async fn policies_while_redis_is_down_and_recovery_after() {
     assert!(open.check("", &s, 1).await.is_err());
 
     // Back on the same port (empty: it kept nothing).
-    let server = Server::start(port);
-    server.wait_ready().await;
+    server.restart().await;
 
     // Each policy returns to Redis by itself: the decisions are Redis's again (fail open
     // would admit a third request; fail closed would reject), and the keys are in Redis.
@@ -233,12 +154,10 @@ async fn layer_failure_policy_with_redis_down() {
     use tower::{Layer, ServiceExt};
     use umanage_ratelimit::{PeerAddr, RateLimitLayer, RuleSet};
 
-    if !redis_server_available() {
+    let Some(mut server) = RedisServer::start().await else {
         return;
-    }
-    let port = free_port();
-    let mut server = Server::start(port);
-    server.wait_ready().await;
+    };
+    let port = server.port();
     let conn = RedisConfig::builder(format!("redis://127.0.0.1:{port}"))
         .key_prefix("rl-layer-failure")
         .connect_timeout(Duration::from_millis(300))
@@ -288,8 +207,7 @@ async fn layer_failure_policy_with_redis_down() {
     for _ in 0..3 {
         assert_eq!(call(&open, "192.0.2.1").await, StatusCode::OK, "fail open");
     }
-    let restarted = Server::start(port);
-    restarted.wait_ready().await;
+    server.restart().await;
     let deadline = Instant::now() + Duration::from_secs(15);
     // Redis came back empty: the first request of a new client passes, the second is
     // rejected by Redis (fail open would admit it).
@@ -306,5 +224,5 @@ async fn layer_failure_policy_with_redis_down() {
             "fail-open layer never returned to Redis"
         );
     }
-    drop(restarted);
+    drop(server);
 }

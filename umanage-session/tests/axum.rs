@@ -9,7 +9,6 @@
     clippy::items_after_statements
 )]
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -167,94 +166,11 @@ fn cookies_are_secure_by_default_and_configurable() {
     assert!(bad.set_cookie(&token, None).is_err());
 }
 
-/// A redis-server of our own, on a free port, stopped by its pid on drop.
-struct PrivateRedis {
-    child: Child,
-    port: u16,
-    dir: Option<TempDir>,
-}
-
-struct TempDir(std::path::PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-impl PrivateRedis {
-    fn start(port: u16, dir: TempDir) -> Option<Self> {
-        let spawned = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--dir"])
-            .arg(&dir.0)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn();
-        match spawned {
-            Ok(child) => Some(Self {
-                child,
-                port,
-                dir: Some(dir),
-            }),
-            Err(e) => {
-                let required =
-                    std::env::var("UMANAGE_REQUIRE_SERVICES").is_ok_and(|v| v.trim() == "1");
-                assert!(
-                    !required,
-                    "cannot start redis-server (UMANAGE_REQUIRE_SERVICES=1): {e}"
-                );
-                eprintln!("skipping: cannot start redis-server: {e}");
-                None
-            }
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    async fn wait_ready(&self) {
-        for _ in 0..100 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-                .await
-                .is_ok()
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("private redis-server did not start on port {}", self.port);
-    }
-
-    /// Stops the server (by its pid) and hands back its directory for a restart.
-    fn stop(mut self) -> TempDir {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        self.dir.take().unwrap()
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_outage_is_503_and_recovers_by_itself() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let dir = std::env::temp_dir().join(format!("umanage-session-axum-{port}"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let Some(server) = PrivateRedis::start(port, TempDir(dir)) else {
+    let Some(mut server) = umanage_core::testkit::RedisServer::start().await else {
         return;
     };
-    server.wait_ready().await;
     let conn = RedisConfig::builder(server.url())
         .key_prefix("umanage-axum-test")
         .connect_timeout(Duration::from_millis(500))
@@ -277,7 +193,7 @@ async fn redis_outage_is_503_and_recovers_by_itself() {
     };
     assert_eq!(call(&app, req()).await.0, StatusCode::OK);
 
-    let dir = server.stop();
+    server.stop();
     let (status, headers, body) = call(&app, req()).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(headers[header::CONTENT_TYPE], "application/problem+json");
@@ -287,8 +203,7 @@ async fn redis_outage_is_503_and_recovers_by_itself() {
 
     // Redis comes back (empty: no persistence): requests work again without any restart
     // of ours; the old session is gone, so it is a 401, and a new login succeeds.
-    let server = PrivateRedis::start(port, dir).unwrap();
-    server.wait_ready().await;
+    server.restart().await;
     let mut status = StatusCode::SERVICE_UNAVAILABLE;
     for _ in 0..50 {
         status = call(&app, req()).await.0;
