@@ -1,18 +1,149 @@
-//! Adjustments of a rule's limit by where the client is (country) and when (time-of-day
-//! windows in an IANA time zone). Both produce a factor applied with
-//! [`Strategy::scaled`].
+//! Per-request limits: which strategy applies to a request, decided by a chain of
+//! [`LimitAdjuster`]s.
+//!
+//! A rule has a base strategy; the adjusters of the rule (given to the tower layer with
+//! [`RateLimitLayerBuilder::adjust`](crate::layer::RateLimitLayerBuilder::adjust), or
+//! called by a host directly) run in order, each getting the strategy so far and the
+//! request ([`LimitRequest`]) and returning the strategy to use. Provided:
+//!
+//! | adjuster | decides by | effect |
+//! | --- | --- | --- |
+//! | [`TierAdjuster`](crate::tier::TierAdjuster) | a [`Tier`](crate::tier::Tier) / [`UserPlan`](crate::tier::UserPlan) request extension, else a [`TierResolver`](crate::tier::TierResolver) lookup of the user | replaces the strategy (tier's or user's custom) |
+//! | [`NetworkLimits`] | the client address (longest matching network) | replaces the strategy |
+//! | [`GeoAdjuster`] | the client's country ([`CountryResolver`]) | multiplies the limit ([`GeoLimits`]) |
+//! | [`TimeOfDay`] | the time ([`LimitRequest::now`], from the layer's injected clock) in an IANA zone | multiplies the limit |
+//!
+//! Factors are applied with [`Strategy::scaled`]. A changed limit keeps the key's state
+//! (state is per key and strategy kind), so a user moving to another tier is not reset.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 
+use async_trait::async_trait;
 use chrono::{DateTime, Datelike, NaiveTime, Timelike, Utc, Weekday};
 use chrono_tz::Tz;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
+use umanage_core::UserId;
 
 use crate::error::{Error, Result};
-use crate::model::Strategy;
+use crate::model::{RateLimitRule, Strategy};
+
+/// What an adjuster sees of a request.
+#[derive(Debug, Clone, Copy)]
+pub struct LimitRequest<'a> {
+    /// The rule being adjusted.
+    pub rule: &'a RateLimitRule,
+    /// The request's method, URI, headers and extensions.
+    pub parts: &'a http::request::Parts,
+    /// The client address, resolved through the trusted proxies (and canonical: an
+    /// IPv4-mapped IPv6 address is its IPv4 address).
+    pub client_ip: Option<IpAddr>,
+    /// The authenticated user (from the [`RequestContext`](umanage_core::RequestContext)).
+    pub user: Option<UserId>,
+    /// Now, from the injected clock.
+    pub now: DateTime<Utc>,
+}
+
+/// Decides the strategy a rule applies to one request; see the [module docs](self).
+#[async_trait]
+pub trait LimitAdjuster: Send + Sync + fmt::Debug {
+    /// The strategy to apply, given the strategy so far.
+    ///
+    /// # Errors
+    ///
+    /// When a lookup fails ([`Error::Backend`]); the tower layer then logs it and keeps
+    /// the strategy as it was before this adjuster.
+    async fn adjust(&self, strategy: Strategy, req: &LimitRequest<'_>) -> Result<Strategy>;
+}
+
+#[async_trait]
+impl<A: LimitAdjuster + ?Sized> LimitAdjuster for std::sync::Arc<A> {
+    async fn adjust(&self, strategy: Strategy, req: &LimitRequest<'_>) -> Result<Strategy> {
+        (**self).adjust(strategy, req).await
+    }
+}
+
+/// Strategies by client network (an internal network, a partner's range, a known
+/// abusive block): the longest matching network's strategy replaces the rule's; clients
+/// in none keep it.
+///
+/// ```
+/// use std::time::Duration;
+/// use umanage_ratelimit::adjust::NetworkLimits;
+/// use umanage_ratelimit::Strategy;
+///
+/// let nets: NetworkLimits = serde_json::from_str(r#"[
+///     {"network": "10.0.0.0/8", "limit": {"strategy": "gcra", "limit": 6000, "period": "1m"}},
+///     {"network": "10.9.0.0/16", "limit": {"strategy": "gcra", "limit": 6, "period": "1m"}}
+/// ]"#).unwrap();
+/// assert_eq!(nets.lookup("10.9.1.1".parse().unwrap()).unwrap().limit(), 6);
+/// assert_eq!(nets.lookup("::ffff:10.1.1.1".parse().unwrap()).unwrap().limit(), 6000);
+/// assert!(nets.lookup("192.0.2.1".parse().unwrap()).is_none());
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(from = "Vec<NetworkLimit>", into = "Vec<NetworkLimit>")]
+pub struct NetworkLimits {
+    nets: Vec<NetworkLimit>,
+}
+
+/// One entry of [`NetworkLimits`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkLimit {
+    /// The network (`"10.0.0.0/8"`, `"2001:db8::/32"`).
+    pub network: IpNet,
+    /// The strategy for clients in it.
+    pub limit: Strategy,
+}
+
+impl From<Vec<NetworkLimit>> for NetworkLimits {
+    fn from(nets: Vec<NetworkLimit>) -> Self {
+        Self::new(nets.into_iter().map(|n| (n.network, n.limit)))
+    }
+}
+
+impl From<NetworkLimits> for Vec<NetworkLimit> {
+    fn from(n: NetworkLimits) -> Self {
+        n.nets
+    }
+}
+
+impl NetworkLimits {
+    /// Strategies by network (longest prefix wins).
+    pub fn new(nets: impl IntoIterator<Item = (IpNet, Strategy)>) -> Self {
+        let mut nets: Vec<NetworkLimit> = nets
+            .into_iter()
+            .map(|(network, limit)| NetworkLimit {
+                network: network.trunc(),
+                limit,
+            })
+            .collect();
+        nets.sort_by_key(|n| std::cmp::Reverse(n.network.prefix_len()));
+        Self { nets }
+    }
+
+    /// The strategy for a client address, if a network matches.
+    pub fn lookup(&self, ip: IpAddr) -> Option<&Strategy> {
+        let ip = umanage_core::net::canonical_ip(ip);
+        self.nets
+            .iter()
+            .find(|n| n.network.contains(&ip))
+            .map(|n| &n.limit)
+    }
+}
+
+#[async_trait]
+impl LimitAdjuster for NetworkLimits {
+    async fn adjust(&self, strategy: Strategy, req: &LimitRequest<'_>) -> Result<Strategy> {
+        Ok(req
+            .client_ip
+            .and_then(|ip| self.lookup(ip))
+            .copied()
+            .unwrap_or(strategy))
+    }
+}
 
 /// An ISO 3166-1 alpha-2 country code (`"DE"`), upper case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -174,6 +305,29 @@ impl GeoLimits {
     }
 }
 
+/// [`GeoLimits`] with the resolver that finds a client's country, as a [`LimitAdjuster`].
+#[derive(Debug, Clone)]
+pub struct GeoAdjuster {
+    limits: GeoLimits,
+    resolver: std::sync::Arc<dyn CountryResolver>,
+}
+
+impl GeoAdjuster {
+    /// Factors `limits` for the countries `resolver` finds.
+    pub fn new(limits: GeoLimits, resolver: std::sync::Arc<dyn CountryResolver>) -> Self {
+        Self { limits, resolver }
+    }
+}
+
+#[async_trait]
+impl LimitAdjuster for GeoAdjuster {
+    async fn adjust(&self, strategy: Strategy, req: &LimitRequest<'_>) -> Result<Strategy> {
+        Ok(self
+            .limits
+            .apply(&strategy, self.resolver.as_ref(), req.client_ip))
+    }
+}
+
 /// One time-of-day window: on `days` (all days if empty), from `start` to `end` local
 /// time (crossing midnight when `end <= start`; the part after midnight belongs to the
 /// day the window started), the limit is multiplied by `factor`.
@@ -292,6 +446,13 @@ impl TimeOfDay {
     /// `strategy` adjusted for `now`.
     pub fn apply(&self, strategy: &Strategy, now: DateTime<Utc>) -> Strategy {
         strategy.scaled(self.factor(now))
+    }
+}
+
+#[async_trait]
+impl LimitAdjuster for TimeOfDay {
+    async fn adjust(&self, strategy: Strategy, req: &LimitRequest<'_>) -> Result<Strategy> {
+        Ok(self.apply(&strategy, req.now))
     }
 }
 

@@ -21,7 +21,7 @@ pub use clock::MonotonicClock;
 pub use error::{Error, Result};
 pub use key::{KeyExtractor, KeyPart, KeySpec, RequestInfo};
 #[cfg(feature = "tower")]
-pub use layer::{HeaderStyle, PeerAddr, RateLimitLayer, Rejection};
+pub use layer::{AppliedRule, HeaderStyle, PeerAddr, RateLimitLayer, Rejection};
 pub use model::{
     Decision, PathPattern, RateLimitRule, RuleSet, Strategy, StrategyBuilder, StrategyKind,
 };

@@ -3,12 +3,14 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 use umanage_core::UserId;
 
+use crate::adjust::{LimitAdjuster, LimitRequest};
 use crate::error::{Error, Result};
 use crate::model::Strategy;
 
@@ -202,6 +204,62 @@ impl TierLimits {
         };
         let plan = resolver.plan(user).await?;
         Ok(plan.custom.unwrap_or(*self.strategy(&plan.tier)))
+    }
+}
+
+/// [`TierLimits`] as a [`LimitAdjuster`]: the strategy of the request's tier replaces the
+/// rule's.
+///
+/// The plan of a request is, in order: a [`UserPlan`] request extension (tier and custom
+/// limit), a [`Tier`] request extension (set by the host's authentication layer, e.g.
+/// from a JWT claim), the [`TierResolver`] lookup of the authenticated user (when one is
+/// configured), else the default tier.
+#[derive(Debug, Clone)]
+pub struct TierAdjuster {
+    limits: TierLimits,
+    resolver: Option<Arc<dyn TierResolver>>,
+}
+
+impl TierAdjuster {
+    /// Tiers from request extensions only.
+    pub fn new(limits: TierLimits) -> Self {
+        Self {
+            limits,
+            resolver: None,
+        }
+    }
+
+    /// Also looks users up in `resolver` when the request carries no plan.
+    #[must_use]
+    pub fn with_resolver(mut self, resolver: Arc<dyn TierResolver>) -> Self {
+        self.resolver = Some(resolver);
+        self
+    }
+
+    /// The limits.
+    pub fn limits(&self) -> &TierLimits {
+        &self.limits
+    }
+}
+
+#[async_trait]
+impl LimitAdjuster for TierAdjuster {
+    async fn adjust(&self, _strategy: Strategy, req: &LimitRequest<'_>) -> Result<Strategy> {
+        let ext = &req.parts.extensions;
+        if let Some(plan) = ext.get::<UserPlan>() {
+            return Ok(plan
+                .custom
+                .unwrap_or_else(|| *self.limits.strategy(&plan.tier)));
+        }
+        if let Some(tier) = ext.get::<Tier>() {
+            return Ok(*self.limits.strategy(tier));
+        }
+        match (&self.resolver, req.user) {
+            (Some(resolver), Some(user)) => {
+                self.limits.for_user(resolver.as_ref(), Some(&user)).await
+            }
+            _ => Ok(self.limits.default),
+        }
     }
 }
 
