@@ -11,6 +11,7 @@ pub mod pepper;
 pub mod policy;
 pub mod pool;
 pub mod service;
+pub mod spray;
 pub mod store;
 pub mod strength;
 #[cfg(feature = "testing")]
@@ -24,4 +25,5 @@ pub use policy::{
     PasswordPolicy, PasswordPolicyBuilder, PolicyError, UserInfo, ValidationReport, Violation,
     ViolationCode,
 };
+pub use spray::{Assessment, LoginAttempt, SprayAction, SprayConfig, SprayDetector, SprayReason};
 pub use strength::StrengthEstimate;

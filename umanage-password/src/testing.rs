@@ -349,3 +349,616 @@ pub mod credentials {
         assert_eq!(hx.store.get(&u).await.unwrap().unwrap().version, 1);
     }
 }
+
+pub mod spray {
+    //! The [`SprayDetector`] contract.
+    //!
+    //! A harness builds a fresh detector per case from a [`SprayConfig`], so every case
+    //! sets the thresholds it checks. Timing cases run over [`SprayHarness::unit`]: exact
+    //! with a manual clock (memory), with slack with server time (Redis).
+    //!
+    //! ```text
+    //! mod memory {
+    //!     async fn harness() -> Option<umanage_password::testing::spray::SprayHarness> {
+    //!         Some(umanage_password::testing::spray::SprayHarness::memory())
+    //!     }
+    //!     umanage_password::spray_conformance!(harness);
+    //! }
+    //! ```
+    #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
+
+    use std::net::IpAddr;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use umanage_core::testkit::{Guard, TimeControl};
+
+    use crate::spray::{
+        DistinctRule, GlobalRule, LoginAttempt, SprayAction, SprayConfig, SprayConfigBuilder,
+        SprayDetector, SprayReason,
+    };
+
+    /// Builds a detector under test from a configuration.
+    pub type DetectorFactory = Box<dyn Fn(SprayConfig) -> Arc<dyn SprayDetector> + Send + Sync>;
+
+    /// What every spray case receives.
+    pub struct SprayHarness {
+        make: DetectorFactory,
+        /// How time passes for the detectors.
+        pub time: TimeControl,
+        /// The window timing cases use (short for server time, since the suite then sleeps).
+        pub unit: Duration,
+        /// Keeps the namespace alive.
+        pub guard: Guard,
+    }
+
+    impl std::fmt::Debug for SprayHarness {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("SprayHarness")
+                .field("time", &self.time)
+                .field("unit", &self.unit)
+                .finish_non_exhaustive()
+        }
+    }
+
+    impl SprayHarness {
+        /// A harness over `make`. With [`TimeControl::Real`] `unit` should be about a
+        /// second: the timing cases sleep a few units.
+        pub fn new(make: DetectorFactory, time: TimeControl, unit: Duration) -> Self {
+            Self {
+                make,
+                time,
+                unit,
+                guard: Guard::none(),
+            }
+        }
+
+        /// Keeps `guard` alive as long as the harness.
+        #[must_use]
+        pub fn with_guard(mut self, guard: impl std::any::Any + Send + Sync) -> Self {
+            self.guard = Guard::new(guard);
+            self
+        }
+
+        /// Memory detectors on one manual clock.
+        #[cfg(feature = "memory")]
+        pub fn memory() -> Self {
+            let clock = umanage_core::ManualClock::default();
+            let shared = clock.shared();
+            Self::new(
+                Box::new(move |cfg| {
+                    Arc::new(crate::spray::MemorySprayDetector::with_clock(
+                        cfg,
+                        shared.clone(),
+                    ))
+                }),
+                TimeControl::Manual(clock),
+                Duration::from_secs(600),
+            )
+        }
+
+        /// A detector with `config`.
+        pub fn detector(&self, config: SprayConfig) -> Arc<dyn SprayDetector> {
+            (self.make)(config)
+        }
+
+        fn exact(&self) -> bool {
+            matches!(self.time, TimeControl::Manual(_))
+        }
+
+        /// Slack for server-time cases.
+        fn margin(&self) -> Duration {
+            self.unit / 5
+        }
+    }
+
+    /// Stamps out every spray case for `$setup`, an `async fn() -> Option<SprayHarness>`.
+    #[macro_export]
+    macro_rules! spray_conformance {
+        ($setup:path) => {
+            ::umanage_core::conformance_tests!(
+                $setup;
+                $crate::testing::spray;
+                fresh_attempts_are_allowed,
+                assess_changes_nothing,
+                source_across_accounts_thresholds,
+                repeated_failures_on_one_account_count_once,
+                sources_on_account_thresholds,
+                ipv6_sources_are_grouped_by_64,
+                ipv4_addresses_are_distinct_sources,
+                global_failure_spike,
+                global_failure_ratio,
+                evidence_slides_out_of_the_window,
+                block_retry_after_follows_the_oldest_evidence,
+                success_removes_only_its_own_pair,
+                accounts_are_trimmed_and_case_folded,
+                sets_are_capped,
+                concurrent_records_lose_nothing,
+            );
+        };
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    /// Every rule off, windows of `unit`.
+    fn quiet(unit: Duration) -> SprayConfigBuilder {
+        SprayConfig::builder()
+            .per_source(DistinctRule::new(unit))
+            .per_account(DistinctRule::new(unit))
+            .global(GlobalRule::new(unit).with_buckets(4))
+            .base_delay(Duration::from_secs(1))
+            .max_delay(Duration::from_secs(4))
+    }
+
+    async fn fail(d: &Arc<dyn SprayDetector>, source: &str, account: &str) -> SprayAction {
+        d.record_failure(&LoginAttempt::new(ip(source), account))
+            .await
+            .unwrap()
+            .action
+    }
+
+    /// Nothing recorded: every attempt is allowed, all counts are zero.
+    pub async fn fresh_attempts_are_allowed(hx: &SprayHarness) {
+        let d = hx.detector(SprayConfig::default());
+        let a = d
+            .assess(&LoginAttempt::new(ip("192.0.2.1"), "alice"))
+            .await
+            .unwrap();
+        assert!(a.is_allow(), "{a:?}");
+        assert!(a.reasons.is_empty());
+        assert_eq!(a.observed, crate::spray::Observed::default());
+        assert_eq!(d.config(), &SprayConfig::default());
+    }
+
+    /// `assess` records nothing.
+    pub async fn assess_changes_nothing(hx: &SprayHarness) {
+        let d = hx.detector(
+            quiet(hx.unit)
+                .per_source(DistinctRule::new(hx.unit).with_block_at(2))
+                .per_account(DistinctRule::new(hx.unit).with_block_at(2))
+                .global(GlobalRule::new(hx.unit).with_challenge_at(2))
+                .build()
+                .unwrap(),
+        );
+        let at = LoginAttempt::new(ip("192.0.2.1"), "alice");
+        for _ in 0..5 {
+            let a = d.assess(&at).await.unwrap();
+            assert_eq!(a.observed.source_accounts, 0);
+            assert_eq!(a.observed.global_failures, 0);
+        }
+        d.record_failure(&at).await.unwrap();
+        for _ in 0..5 {
+            let a = d.assess(&at).await.unwrap();
+            assert_eq!(a.observed.source_accounts, 1);
+            assert_eq!(a.observed.account_sources, 1);
+            assert_eq!(a.observed.global_failures, 1);
+            assert!(a.is_allow(), "{a:?}");
+        }
+    }
+
+    /// One source failing on distinct accounts: each threshold applies from exactly its
+    /// count; delays double per step and stop at the maximum.
+    pub async fn source_across_accounts_thresholds(hx: &SprayHarness) {
+        let d = hx.detector(
+            quiet(hx.unit)
+                .per_source(
+                    DistinctRule::new(hx.unit)
+                        .with_slow_down_at(2)
+                        .with_challenge_at(6)
+                        .with_block_at(7),
+                )
+                .build()
+                .unwrap(),
+        );
+        let s = "198.51.100.7";
+        let secs = Duration::from_secs;
+        let expected = [
+            SprayAction::Allow,
+            SprayAction::SlowDown { delay: secs(1) },
+            SprayAction::SlowDown { delay: secs(2) },
+            SprayAction::SlowDown { delay: secs(4) },
+            SprayAction::SlowDown { delay: secs(4) },
+            SprayAction::Challenge,
+        ];
+        for (i, want) in expected.iter().enumerate() {
+            let got = fail(&d, s, &format!("user{i}")).await;
+            assert_eq!(&got, want, "after {} distinct accounts", i + 1);
+        }
+        let a = d
+            .record_failure(&LoginAttempt::new(ip(s), "user6"))
+            .await
+            .unwrap();
+        assert!(matches!(a.action, SprayAction::Block { .. }), "{a:?}");
+        assert_eq!(a.reasons, vec![SprayReason::SourceAcrossAccounts]);
+        assert_eq!(a.observed.source_accounts, 7);
+        // the source is blocked whatever account it names next; other sources are not
+        let next = d
+            .assess(&LoginAttempt::new(ip(s), "someone-new"))
+            .await
+            .unwrap();
+        assert!(matches!(next.action, SprayAction::Block { .. }), "{next:?}");
+        let other = d
+            .assess(&LoginAttempt::new(ip("198.51.100.8"), "user0"))
+            .await
+            .unwrap();
+        assert!(other.is_allow(), "{other:?}");
+    }
+
+    /// Failing again and again on one account is one distinct account.
+    pub async fn repeated_failures_on_one_account_count_once(hx: &SprayHarness) {
+        let d = hx.detector(
+            quiet(hx.unit)
+                .per_source(DistinctRule::new(hx.unit).with_slow_down_at(2))
+                .per_account(DistinctRule::new(hx.unit).with_slow_down_at(2))
+                .build()
+                .unwrap(),
+        );
+        for _ in 0..10 {
+            assert_eq!(fail(&d, "203.0.113.5", "bob").await, SprayAction::Allow);
+        }
+        let a = d
+            .assess(&LoginAttempt::new(ip("203.0.113.5"), "bob"))
+            .await
+            .unwrap();
+        assert_eq!(a.observed.source_accounts, 1);
+        assert_eq!(a.observed.account_sources, 1);
+    }
+
+    /// Many sources failing on one account: the account's attempts from any source get the
+    /// action; other accounts do not.
+    pub async fn sources_on_account_thresholds(hx: &SprayHarness) {
+        let d = hx.detector(
+            quiet(hx.unit)
+                .per_account(
+                    DistinctRule::new(hx.unit)
+                        .with_slow_down_at(2)
+                        .with_challenge_at(4)
+                        .with_block_at(6),
+                )
+                .build()
+                .unwrap(),
+        );
+        let mut actions = Vec::new();
+        for i in 1..=6 {
+            actions.push(fail(&d, &format!("192.0.2.{i}"), "victim").await);
+        }
+        assert_eq!(actions[0], SprayAction::Allow);
+        assert!(matches!(actions[1], SprayAction::SlowDown { .. }));
+        assert!(matches!(actions[2], SprayAction::SlowDown { .. }));
+        assert_eq!(actions[3], SprayAction::Challenge);
+        assert_eq!(actions[4], SprayAction::Challenge);
+        assert!(matches!(actions[5], SprayAction::Block { .. }));
+        let fresh = d
+            .assess(&LoginAttempt::new(ip("203.0.113.99"), "victim"))
+            .await
+            .unwrap();
+        assert!(matches!(fresh.action, SprayAction::Block { .. }));
+        assert_eq!(fresh.reasons, vec![SprayReason::SourcesOnAccount]);
+        assert_eq!(fresh.observed.account_sources, 6);
+        let other = d
+            .assess(&LoginAttempt::new(ip("192.0.2.1"), "bystander"))
+            .await
+            .unwrap();
+        assert!(other.is_allow(), "{other:?}");
+    }
+
+    /// IPv6 addresses of one /64 are one source; mapped IPv4 is its IPv4 address.
+    pub async fn ipv6_sources_are_grouped_by_64(hx: &SprayHarness) {
+        let d = hx.detector(
+            quiet(hx.unit)
+                .per_source(DistinctRule::new(hx.unit).with_slow_down_at(3))
+                .per_account(DistinctRule::new(hx.unit).with_slow_down_at(3))
+                .build()
+                .unwrap(),
+        );
+        for addr in [
+            "2001:db8:1:2::1",
+            "2001:db8:1:2::2",
+            "2001:db8:1:2:ffff:ffff:ffff:ffff",
+            "2001:db8:1:2:abcd::1",
+        ] {
+            fail(&d, addr, "carol").await;
+        }
+        let a = d
+            .assess(&LoginAttempt::new(ip("2001:db8:1:2::9"), "carol"))
+            .await
+            .unwrap();
+        assert_eq!(a.observed.account_sources, 1, "{a:?}");
+        fail(&d, "2001:db8:1:3::1", "carol").await;
+        fail(&d, "::ffff:192.0.2.77", "carol").await;
+        fail(&d, "192.0.2.77", "carol").await;
+        let a = d
+            .assess(&LoginAttempt::new(ip("2001:db8:9::1"), "carol"))
+            .await
+            .unwrap();
+        assert_eq!(a.observed.account_sources, 3, "{a:?}");
+        assert!(matches!(a.action, SprayAction::SlowDown { .. }));
+
+        // one /64 spraying from rotating addresses is one source across accounts
+        for (i, host) in ["a", "b", "c"].iter().enumerate() {
+            fail(&d, &format!("2001:db8:77:1::{host}"), &format!("acct{i}")).await;
+        }
+        let a = d
+            .assess(&LoginAttempt::new(ip("2001:db8:77:1:ffff::1"), "another"))
+            .await
+            .unwrap();
+        assert_eq!(a.observed.source_accounts, 3, "{a:?}");
+        assert!(a.reasons.contains(&SprayReason::SourceAcrossAccounts));
+    }
+
+    /// Each IPv4 address is its own source by default.
+    pub async fn ipv4_addresses_are_distinct_sources(hx: &SprayHarness) {
+        let d = hx.detector(
+            quiet(hx.unit)
+                .per_account(DistinctRule::new(hx.unit).with_slow_down_at(5))
+                .build()
+                .unwrap(),
+        );
+        fail(&d, "192.0.2.1", "dave").await;
+        fail(&d, "192.0.2.2", "dave").await;
+        fail(&d, "192.0.2.2", "dave").await;
+        let a = d
+            .assess(&LoginAttempt::new(ip("192.0.2.3"), "dave"))
+            .await
+            .unwrap();
+        assert_eq!(a.observed.account_sources, 2);
+    }
+
+    /// Site-wide failures from unrelated sources and accounts: every attempt is slowed, then
+    /// challenged.
+    pub async fn global_failure_spike(hx: &SprayHarness) {
+        let d = hx.detector(
+            quiet(hx.unit)
+                .global(
+                    GlobalRule::new(hx.unit)
+                        .with_buckets(4)
+                        .with_slow_down_at(3)
+                        .with_challenge_at(6),
+                )
+                .build()
+                .unwrap(),
+        );
+        let bystander = LoginAttempt::new(ip("203.0.113.1"), "erin");
+        let mut actions = Vec::new();
+        for i in 1..=6 {
+            fail(&d, &format!("198.51.100.{i}"), &format!("u{i}")).await;
+            actions.push(d.assess(&bystander).await.unwrap());
+        }
+        assert!(actions[1].is_allow(), "{:?}", actions[1]);
+        assert_eq!(
+            actions[2].action,
+            SprayAction::SlowDown {
+                delay: Duration::from_secs(1)
+            }
+        );
+        assert_eq!(actions[2].reasons, vec![SprayReason::GlobalFailureSpike]);
+        assert_eq!(actions[4].observed.global_failures, 5);
+        assert_eq!(actions[5].action, SprayAction::Challenge);
+    }
+
+    /// With a minimum failure ratio, successes keep the global signal quiet.
+    pub async fn global_failure_ratio(hx: &SprayHarness) {
+        let d = hx.detector(
+            quiet(hx.unit)
+                .global(
+                    GlobalRule::new(hx.unit)
+                        .with_buckets(4)
+                        .with_challenge_at(4)
+                        .with_min_failure_ratio(0.5),
+                )
+                .build()
+                .unwrap(),
+        );
+        for i in 0..5 {
+            d.record_success(&LoginAttempt::new(ip("192.0.2.50"), &format!("ok{i}")))
+                .await
+                .unwrap();
+        }
+        for i in 0..4 {
+            fail(&d, &format!("198.51.100.{i}"), &format!("bad{i}")).await;
+        }
+        let a = d
+            .assess(&LoginAttempt::new(ip("203.0.113.1"), "x"))
+            .await
+            .unwrap();
+        assert_eq!(a.observed.global_failures, 4);
+        assert_eq!(a.observed.global_successes, 5);
+        assert!(a.is_allow(), "4 of 9 is below half: {a:?}");
+        // 5 of 10 is half
+        assert_eq!(
+            fail(&d, "198.51.100.9", "bad9").await,
+            SprayAction::Challenge
+        );
+    }
+
+    /// Evidence older than the window no longer counts, evidence inside still does.
+    pub async fn evidence_slides_out_of_the_window(hx: &SprayHarness) {
+        let u = hx.unit;
+        let d = hx.detector(
+            quiet(u)
+                .per_source(DistinctRule::new(u).with_slow_down_at(3))
+                .per_account(DistinctRule::new(u).with_slow_down_at(3))
+                .global(GlobalRule::new(u).with_buckets(4).with_slow_down_at(10))
+                .build()
+                .unwrap(),
+        );
+        let s = "198.51.100.20";
+        fail(&d, s, "a0").await;
+        fail(&d, s, "a1").await;
+        fail(&d, "198.51.100.21", "target").await;
+        hx.time.advance(u / 2).await;
+        fail(&d, s, "a2").await;
+        fail(&d, s, "a3").await;
+        let a = d.assess(&LoginAttempt::new(ip(s), "z")).await.unwrap();
+        assert_eq!(a.observed.source_accounts, 4);
+        assert_eq!(a.observed.global_failures, 5);
+        // the first two (and the failure on `target`) leave, the last two stay
+        hx.time.advance(u / 2 + hx.margin()).await;
+        let a = d.assess(&LoginAttempt::new(ip(s), "target")).await.unwrap();
+        assert_eq!(a.observed.source_accounts, 2, "{a:?}");
+        assert_eq!(a.observed.account_sources, 0, "{a:?}");
+        assert!(a.is_allow(), "{a:?}");
+        // everything leaves
+        hx.time.advance(u).await;
+        let a = d.assess(&LoginAttempt::new(ip(s), "a3")).await.unwrap();
+        assert_eq!(a.observed.source_accounts, 0);
+        assert_eq!(a.observed.account_sources, 0);
+        assert_eq!(a.observed.global_failures, 0);
+    }
+
+    /// A block lasts until the oldest evidence that keeps the count at the threshold has
+    /// left the window.
+    pub async fn block_retry_after_follows_the_oldest_evidence(hx: &SprayHarness) {
+        let u = hx.unit;
+        let d = hx.detector(
+            quiet(u)
+                .per_source(DistinctRule::new(u).with_slow_down_at(2).with_block_at(3))
+                .build()
+                .unwrap(),
+        );
+        let s = "198.51.100.30";
+        fail(&d, s, "a0").await;
+        hx.time.advance(u / 4).await;
+        fail(&d, s, "a1").await;
+        let SprayAction::Block { retry_after } = fail(&d, s, "a2").await else {
+            panic!("not blocked at the threshold");
+        };
+        if hx.exact() {
+            assert_eq!(retry_after, u * 3 / 4);
+        } else {
+            assert!(retry_after <= u * 3 / 4, "{retry_after:?}");
+            assert!(retry_after >= u / 2, "{retry_after:?}");
+        }
+        let again = d.assess(&LoginAttempt::new(ip(s), "a9")).await.unwrap();
+        assert!(matches!(again.action, SprayAction::Block { .. }));
+        hx.time.advance(retry_after + hx.margin() / 2).await;
+        let after = d.assess(&LoginAttempt::new(ip(s), "a9")).await.unwrap();
+        assert_eq!(after.observed.source_accounts, 2, "{after:?}");
+        assert!(
+            matches!(after.action, SprayAction::SlowDown { .. }),
+            "{after:?}"
+        );
+    }
+
+    /// A success removes its own (source, account) pair and nothing else.
+    pub async fn success_removes_only_its_own_pair(hx: &SprayHarness) {
+        let d = hx.detector(
+            quiet(hx.unit)
+                .per_source(DistinctRule::new(hx.unit).with_slow_down_at(3))
+                .per_account(DistinctRule::new(hx.unit).with_slow_down_at(3))
+                .build()
+                .unwrap(),
+        );
+        let s = "198.51.100.40";
+        for i in 0..4 {
+            fail(&d, s, &format!("acct{i}")).await;
+        }
+        fail(&d, "192.0.2.41", "acct3").await;
+        fail(&d, "192.0.2.42", "acct3").await;
+        let ok = d
+            .record_success(&LoginAttempt::new(ip(s), "acct3"))
+            .await
+            .unwrap();
+        // the sprayer keeps its record on the three other accounts
+        assert_eq!(ok.observed.source_accounts, 3, "{ok:?}");
+        assert!(ok.reasons.contains(&SprayReason::SourceAcrossAccounts));
+        // the account keeps the other sources' failures
+        assert_eq!(ok.observed.account_sources, 2, "{ok:?}");
+        // a success on a pair with no failures changes nothing
+        let ok = d
+            .record_success(&LoginAttempt::new(ip("192.0.2.99"), "acct0"))
+            .await
+            .unwrap();
+        assert_eq!(ok.observed.account_sources, 1);
+        assert_eq!(ok.observed.source_accounts, 0);
+    }
+
+    /// `Alice`, `alice` and ` ALICE ` are one account.
+    pub async fn accounts_are_trimmed_and_case_folded(hx: &SprayHarness) {
+        let d = hx.detector(
+            quiet(hx.unit)
+                .per_source(DistinctRule::new(hx.unit).with_slow_down_at(2))
+                .per_account(DistinctRule::new(hx.unit).with_slow_down_at(2))
+                .build()
+                .unwrap(),
+        );
+        for name in ["Alice", "alice", " ALICE ", "alice\t"] {
+            fail(&d, "198.51.100.50", name).await;
+        }
+        fail(&d, "198.51.100.51", "ALICE").await;
+        let a = d
+            .assess(&LoginAttempt::new(ip("198.51.100.50"), "aLiCe"))
+            .await
+            .unwrap();
+        assert_eq!(a.observed.source_accounts, 1);
+        assert_eq!(a.observed.account_sources, 2);
+    }
+
+    /// A set never holds more than `max_members`; the signal stays at the top threshold.
+    pub async fn sets_are_capped(hx: &SprayHarness) {
+        let d = hx.detector(
+            quiet(hx.unit)
+                .per_source(DistinctRule::new(hx.unit).with_block_at(5))
+                .per_account(DistinctRule::new(hx.unit).with_challenge_at(5))
+                .max_members(5)
+                .build()
+                .unwrap(),
+        );
+        for i in 0..12 {
+            fail(&d, "198.51.100.60", &format!("acct{i}")).await;
+            fail(&d, &format!("192.0.2.{}", i + 1), "popular").await;
+        }
+        let a = d
+            .assess(&LoginAttempt::new(ip("198.51.100.60"), "popular"))
+            .await
+            .unwrap();
+        assert_eq!(a.observed.source_accounts, 5);
+        assert_eq!(a.observed.account_sources, 5);
+        assert!(matches!(a.action, SprayAction::Block { .. }), "{a:?}");
+    }
+
+    /// Concurrent records from many tasks: no update is lost.
+    pub async fn concurrent_records_lose_nothing(hx: &SprayHarness) {
+        const N: usize = 32;
+        let d = hx.detector(
+            quiet(hx.unit)
+                .per_source(DistinctRule::new(hx.unit).with_block_at(200))
+                .per_account(DistinctRule::new(hx.unit).with_block_at(200))
+                .global(
+                    GlobalRule::new(hx.unit)
+                        .with_buckets(4)
+                        .with_challenge_at(10_000),
+                )
+                .build()
+                .unwrap(),
+        );
+        let mut tasks = Vec::new();
+        for i in 0..N {
+            let d = d.clone();
+            tasks.push(tokio::spawn(async move {
+                let src = format!("10.1.{}.{}", i / 200, i % 200 + 1);
+                d.record_failure(&LoginAttempt::new(src.parse().unwrap(), "victim"))
+                    .await
+                    .unwrap();
+                d.record_failure(&LoginAttempt::new(
+                    "10.9.9.9".parse().unwrap(),
+                    &format!("acct{i}"),
+                ))
+                .await
+                .unwrap();
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let a = d
+            .assess(&LoginAttempt::new(ip("10.9.9.9"), "victim"))
+            .await
+            .unwrap();
+        assert_eq!(a.observed.source_accounts, N as u32);
+        assert_eq!(a.observed.account_sources, N as u32);
+        assert_eq!(a.observed.global_failures, 2 * N as u64);
+    }
+}

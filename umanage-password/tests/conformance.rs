@@ -49,3 +49,59 @@ mod postgres {
     }
     umanage_password::credential_store_conformance!(harness);
 }
+
+mod spray_memory {
+    use umanage_password::testing::spray::SprayHarness;
+
+    async fn harness() -> Option<SprayHarness> {
+        Some(SprayHarness::memory())
+    }
+    umanage_password::spray_conformance!(harness);
+}
+
+/// The memory detector behind `Box<Arc<_>>` inside an `Arc<dyn _>`.
+mod spray_memory_forwarding {
+    use super::*;
+    use std::time::Duration;
+    use umanage_core::ManualClock;
+    use umanage_core::testkit::TimeControl;
+    use umanage_password::spray::{MemorySprayDetector, SprayDetector};
+    use umanage_password::testing::spray::SprayHarness;
+
+    async fn harness() -> Option<SprayHarness> {
+        let clock = ManualClock::default();
+        let shared = clock.shared();
+        Some(SprayHarness::new(
+            Box::new(move |cfg| {
+                let inner = Arc::new(MemorySprayDetector::with_clock(cfg, shared.clone()));
+                let boxed: Box<dyn SprayDetector> = Box::new(inner);
+                Arc::new(boxed)
+            }),
+            TimeControl::Manual(clock),
+            Duration::from_secs(60),
+        ))
+    }
+    umanage_password::spray_conformance!(harness);
+}
+
+mod spray_redis {
+    use super::*;
+    use std::time::Duration;
+    use umanage_core::testkit::TimeControl;
+    use umanage_password::spray::RedisSprayDetector;
+    use umanage_password::testing::spray::SprayHarness;
+
+    async fn harness() -> Option<SprayHarness> {
+        let ns = testkit::redis().await?;
+        let conn = ns.connection().clone();
+        Some(
+            SprayHarness::new(
+                Box::new(move |cfg| Arc::new(RedisSprayDetector::new(conn.clone(), cfg))),
+                TimeControl::Real,
+                Duration::from_secs(1),
+            )
+            .with_guard(ns),
+        )
+    }
+    umanage_password::spray_conformance!(harness);
+}
