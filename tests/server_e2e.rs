@@ -10,6 +10,8 @@
 
 #[path = "../examples/server/app.rs"]
 mod app;
+#[path = "../examples/server/config.rs"]
+mod config;
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -65,27 +67,26 @@ struct Server {
 
 impl Server {
     async fn start(stores: app::Stores) -> Self {
-        let clock: SharedClock = Arc::new(SystemClock);
         let mut settings = app::Settings::defaults().unwrap();
-        // Cheap hashing for tests; the policy and everything else as shipped.
+        settings.logins_per_minute = 12;
+        settings.max_body_bytes = 8 * 1024;
+        Self::start_with(stores, settings).await
+    }
+
+    /// A server with `settings`, but cheap hashing (everything else as given).
+    async fn start_with(stores: app::Stores, mut settings: app::Settings) -> Self {
+        let clock: SharedClock = Arc::new(SystemClock);
         settings.hasher = HasherConfig::builder()
             .m_cost_kib(256)
             .t_cost(1)
             .p_cost(1)
             .build()
             .unwrap();
-        settings.logins_per_minute = 12;
-        settings.max_body_bytes = 8 * 1024;
-        let built = app::build(settings, stores, clock).await.unwrap();
+        let built = app::build(settings, stores, clock).unwrap();
         assert!(
-            app::bootstrap_admin(
-                &built.state,
-                "root",
-                "root@example.com",
-                "admin passphrase 42 zebra"
-            )
-            .await
-            .unwrap()
+            app::bootstrap_admin(&built.state, "root", "root@example.com", ADMIN_PASSWORD)
+                .await
+                .unwrap()
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -223,6 +224,8 @@ fn dechunk(mut raw: &[u8]) -> Vec<u8> {
 }
 
 const GOOD: &str = "correct horse battery staple 7";
+/// Passes both nist() and enterprise() (two of each class, score 3).
+const ADMIN_PASSWORD: &str = "Admin Passphrase 42 Zebra!!";
 const NEWER: &str = "purple elephant juggling tuesday 9";
 
 /// The whole journey of the issue, on any backends.
@@ -418,6 +421,17 @@ async fn journey(stores: app::Stores) {
     let r = server.login("alice", NEWER).await;
     assert_eq!(r.status, 201);
     let third = r.json();
+    // History comes from the credential store: the previous password is refused too.
+    let r = server
+        .json(
+            "PUT",
+            "/v1/me/password",
+            Some(&token),
+            &json!({"current_password": NEWER, "new_password": GOOD}),
+        )
+        .await;
+    r.assert_problem(422, "validation_failed");
+    assert_eq!(r.json()["violations"][0]["code"], "password_reused");
     let third_token = third["token"].as_str().unwrap().to_owned();
     let third_id = third["session"]["id"].as_str().unwrap().to_owned();
 
@@ -456,7 +470,7 @@ async fn journey(stores: app::Stores) {
         .get("/v1/admin/audit", Some(&alice))
         .await
         .assert_problem(403, "forbidden");
-    let r = server.login("root", "admin passphrase 42 zebra").await;
+    let r = server.login("root", ADMIN_PASSWORD).await;
     assert_eq!(r.status, 201);
     let root = r.json()["token"].as_str().unwrap().to_owned();
     let r = server
@@ -634,6 +648,20 @@ mod memory {
     async fn bad_input() {
         super::bad_input(stores()).await;
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn trusted_proxies() {
+        super::trusted_proxy_case(stores(), stores()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn readyz_without_backends() {
+        let server = Server::start(stores()).await;
+        let r = server.get("/readyz", None).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.json()["ready"], true);
+        server.stop().await;
+    }
 }
 
 #[cfg(all(feature = "redis", feature = "postgres", feature = "testkit"))]
@@ -648,8 +676,11 @@ mod redis_postgres {
             eprintln!("skipped: UMANAGE_TEST_REDIS_URL / UMANAGE_TEST_DATABASE_URL not set");
             return;
         };
-        let mut stores = app::Stores::memory(&SystemClock::shared()).with_redis(redis.connection());
-        use_postgres!(stores, pg.pool().clone()).unwrap();
+        let stores = app::Stores::memory(&SystemClock::shared())
+            .with_redis(redis.connection())
+            .with_postgres(pg.pool().clone())
+            .await
+            .unwrap();
         test(stores).await;
         drop((redis, pg));
     }
@@ -663,4 +694,244 @@ mod redis_postgres {
     async fn bad_input() {
         run(|s| Box::pin(super::bad_input(s))).await;
     }
+
+    /// `/readyz` pings each backend: 200 while both answer, 503 problem+json naming the
+    /// one that is down.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn readyz_pings_the_backends() {
+        let (Some(mut redis), Some(pg)) = (
+            testkit::RedisServer::start().await,
+            testkit::postgres().await,
+        ) else {
+            eprintln!("skipped: redis-server / UMANAGE_TEST_DATABASE_URL not available");
+            return;
+        };
+        let conn = umanage::core::redis::RedisConfig::builder(redis.url())
+            .key_prefix(format!("readyz-{}", uuid::Uuid::new_v4().simple()))
+            .build()
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let pool = pg.new_pool(2).await.unwrap();
+        let stores = app::Stores::memory(&SystemClock::shared())
+            .with_redis(&conn)
+            .with_postgres(pool.clone())
+            .await
+            .unwrap();
+        let server = Server::start(stores).await;
+        let r = server.get("/readyz", None).await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(r.json()["checks"], json!({"redis": "up", "postgres": "up"}));
+
+        redis.stop();
+        let r = server.get("/readyz", None).await;
+        r.assert_problem(503, "not_ready");
+        assert_eq!(r.json()["checks"]["redis"], "down");
+        assert_eq!(r.json()["checks"]["postgres"], "up");
+
+        redis.restart().await;
+        pool.close().await;
+        let r = server.get("/readyz", None).await;
+        r.assert_problem(503, "not_ready");
+        assert_eq!(r.json()["checks"]["postgres"], "down");
+        server.stop().await;
+    }
+
+    /// Registration writes two stores; when the credential write fails the account is
+    /// removed again (`umanage::account::create_with`): 503, nothing left, the name free.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn failed_registration_leaves_nothing() {
+        let Some(pg) = testkit::postgres().await else {
+            eprintln!("skipped: UMANAGE_TEST_DATABASE_URL not set");
+            return;
+        };
+        let mut stores = app::Stores::memory(&SystemClock::shared())
+            .with_postgres(pg.pool().clone())
+            .await
+            .unwrap();
+        // Credentials on their own pool, which the test then closes.
+        let cred_pool = pg.new_pool(1).await.unwrap();
+        stores.credentials = Arc::new(umanage::password::store::PostgresCredentialStore::new(
+            cred_pool.clone(),
+        ));
+        let accounts = Arc::clone(&stores.accounts);
+        let server = Server::start(stores).await;
+        cred_pool.close().await;
+        let body = json!({"username": "dora", "email": "dora@example.com", "password": GOOD});
+        let r = server.json("POST", "/v1/users", None, &body).await;
+        assert!(
+            r.status == 503 || r.status == 500,
+            "{}",
+            String::from_utf8_lossy(&r.body)
+        );
+        assert_eq!(r.header("content-type"), Some("application/problem+json"));
+        assert_eq!(accounts.find_by_login("dora").await.unwrap(), None);
+        assert_eq!(
+            accounts.find_by_login("dora@example.com").await.unwrap(),
+            None
+        );
+        server.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn trusted_proxies() {
+        let (Some(a), Some(b)) = (testkit::redis().await, testkit::redis().await) else {
+            eprintln!("skipped: UMANAGE_TEST_REDIS_URL not set");
+            return;
+        };
+        let memory = || app::Stores::memory(&SystemClock::shared());
+        super::trusted_proxy_case(
+            memory().with_redis(a.connection()),
+            memory().with_redis(b.connection()),
+        )
+        .await;
+        drop((a, b));
+    }
+}
+
+async fn login_via(server: &Server, xff: &str) -> u16 {
+    let body = json!({"login": "nobody", "password": "not the password at all"}).to_string();
+    server
+        .send(
+            "POST",
+            "/v1/sessions",
+            None,
+            Some(body.as_bytes()),
+            &[
+                ("Content-Type", "application/json"),
+                ("X-Forwarded-For", xff),
+            ],
+        )
+        .await
+        .status
+}
+
+/// Behind a trusted proxy the forwarded address is the rate-limit key; from an untrusted
+/// peer the header is ignored and the peer is the key. The two store sets are fresh.
+async fn trusted_proxy_case(trusted: app::Stores, untrusted: app::Stores) {
+    let mut cfg = config::ServerConfig::parse(
+        r#"
+        [rate_limits]
+        logins_per_minute = 3
+        [proxies]
+        trusted_proxies = ["127.0.0.0/8"]
+        "#,
+    )
+    .unwrap();
+    // Trusted: the loopback peer is a proxy, X-Forwarded-For names the client.
+    let server = Server::start_with(trusted, app::Settings::from_config(&cfg).unwrap()).await;
+    for _ in 0..3 {
+        assert_eq!(login_via(&server, "203.0.113.1").await, 401);
+    }
+    assert_eq!(login_via(&server, "203.0.113.1").await, 429);
+    // Another forwarded client has its own budget.
+    assert_eq!(login_via(&server, "203.0.113.2").await, 401);
+    // A forged hop left of the real client does not change who the client is.
+    assert_eq!(login_via(&server, "198.51.100.9, 203.0.113.1").await, 429);
+    server.stop().await;
+
+    // Untrusted: only 10.0.0.0/8 is a proxy, so the loopback peer is the client and the
+    // header is ignored: changing it does not buy new attempts.
+    cfg.proxies = serde_json::from_value(json!({"trusted_proxies": ["10.0.0.0/8"]})).unwrap();
+    let server = Server::start_with(untrusted, app::Settings::from_config(&cfg).unwrap()).await;
+    for xff in ["203.0.113.1", "203.0.113.2", "203.0.113.3"] {
+        assert_eq!(login_via(&server, xff).await, 401);
+    }
+    assert_eq!(login_via(&server, "203.0.113.4").await, 429);
+    server.stop().await;
+}
+
+/// The committed example config loads, switches to the enterprise policy, and a server
+/// built from it enforces that policy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn example_config_loads_and_applies() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/server/umanage.example.toml"
+    );
+    let cfg = config::ServerConfig::load(path).unwrap();
+    assert_eq!(cfg.password.preset, config::Preset::Enterprise);
+    let settings = app::Settings::from_config(&cfg).unwrap();
+    assert_eq!(settings.policy.min_length(), 12);
+    assert_eq!(settings.policy.min_uppercase(), 2);
+    assert_eq!(settings.policy.history_count(), 5);
+    assert_eq!(settings.policy.min_age_days(), Some(1));
+    assert_eq!(settings.policy.expiry_days(), Some(90));
+    assert!(settings.resolver.is_trusted("127.0.0.1".parse().unwrap()));
+    assert_eq!(
+        settings.readiness_timeout,
+        std::time::Duration::from_secs(1)
+    );
+    assert_eq!(
+        settings.sessions.idle_timeout(),
+        std::time::Duration::from_secs(1800)
+    );
+
+    let mut settings = settings;
+    settings.secure_cookie = false;
+    let server = Server::start_with(app::Stores::memory(&SystemClock::shared()), settings).await;
+    // A passphrase NIST accepts lacks the classes enterprise() asks for.
+    let r = server
+        .json(
+            "POST",
+            "/v1/users",
+            None,
+            &json!({"username": "erin", "email": "erin@example.com", "password": GOOD}),
+        )
+        .await;
+    r.assert_problem(422, "validation_failed");
+    assert!(!r.json()["violations"].as_array().unwrap().is_empty());
+    let strong = "Qz8!vK2#mW9$pL";
+    let r = server
+        .json(
+            "POST",
+            "/v1/users",
+            None,
+            &json!({"username": "erin", "email": "erin@example.com", "password": strong}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let r = server.login("erin", strong).await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["password_expired"], false);
+    assert!(r.json()["password_expires_at"].is_string());
+    let token = r.json()["token"].as_str().unwrap().to_owned();
+    // The one-day minimum age comes from the SDK's PasswordService.
+    let r = server
+        .json(
+            "PUT",
+            "/v1/me/password",
+            Some(&token),
+            &json!({"current_password": strong, "new_password": "Xr7%tN4&bH6*jD"}),
+        )
+        .await;
+    r.assert_problem(422, "validation_failed");
+    assert_eq!(r.json()["violations"][0]["code"], "password_too_recent");
+    server.stop().await;
+}
+
+#[test]
+fn config_errors_are_clear() {
+    let err =
+        config::ServerConfig::parse("[password]\npreset = \"nist\"\nmin_lenght = 3\n").unwrap_err();
+    assert!(err.contains("min_lenght"), "{err}");
+    let err = config::ServerConfig::parse("[rate_limit]\n").unwrap_err();
+    assert!(err.contains("rate_limit"), "{err}");
+    let err = config::ServerConfig::parse("[password]\npreset = \"fips\"\n").unwrap_err();
+    assert!(err.contains("fips"), "{err}");
+    // NIST forbids expiry: refused when the policy is built, naming the section.
+    let cfg = config::ServerConfig::parse("[password]\nexpiry_days = 30\n").unwrap();
+    let err = app::Settings::from_config(&cfg).unwrap_err();
+    assert!(err.starts_with("[password]"), "{err}");
+    let cfg = config::ServerConfig::parse("[rate_limits]\nlogins_per_minute = 0\n").unwrap();
+    assert!(app::Settings::from_config(&cfg).is_err());
+    let err =
+        config::ServerConfig::parse("[proxies]\ntrusted_proxies = [\"not a net\"]\n").unwrap_err();
+    assert!(
+        err.contains("trusted_proxies") || err.contains("not a net") || err.contains("invalid"),
+        "{err}"
+    );
+    let err = config::ServerConfig::parse("[hashing.pool]\nmax_concurrent = 0\n").unwrap_err();
+    assert!(err.contains("max_concurrent"), "{err}");
 }

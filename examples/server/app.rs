@@ -20,17 +20,22 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use umanage::account::{Account, AccountError, AccountStore, NewAccount, Role};
+use umanage::account::{
+    Account, AccountError, AccountStore, CreateWithError, NewAccount, Role, create_with,
+};
 use umanage::audit::{
     ActorType, AuditChain, AuditEvent, AuditFilter, AuditLogger, AuditQuery, AuditStorage,
     CheckpointKey, Keyring, LoggerConfig, Outcome, Redactor, StorageDestination, event_types,
 };
-use umanage::core::kv::KvStore;
 use umanage::core::{ClientIpResolver, RequestContext, SharedClock, UserId};
 use umanage::password::pool::{HashingPool, PoolConfig};
+use umanage::password::service::{
+    ChangeOutcome, ExpiryStatus, LoginOutcome as PasswordLogin, PasswordService,
+};
+use umanage::password::store::CredentialStore;
 use umanage::password::{
-    HashedPassword, HasherConfig, NormalizedPassword, PasswordError, PasswordHasher,
-    PasswordPolicy, UserInfo, VerifyOutcome, Violation,
+    HasherConfig, NormalizedPassword, PasswordError, PasswordHasher, PasswordPolicy, UserInfo,
+    Violation,
 };
 use umanage::ratelimit::{
     Check, Decision, RateLimitLayer, RateLimitRule, RateLimitStore, Rejection, RuleSet, Strategy,
@@ -52,6 +57,8 @@ pub struct Settings {
     pub policy: PasswordPolicy,
     /// Argon2id parameters.
     pub hasher: HasherConfig,
+    /// How many hashes run at once and how long a request waits for a slot.
+    pub hashing_pool: PoolConfig,
     /// Session timeouts and limits.
     pub sessions: SessionConfig,
     /// Who may set `X-Forwarded-For`.
@@ -66,37 +73,61 @@ pub struct Settings {
     pub max_body_bytes: usize,
     /// The `Secure` attribute on the session cookie.
     pub secure_cookie: bool,
+    /// How long `/readyz` waits for each backend.
+    pub readiness_timeout: Duration,
     /// The HMAC key for audit checkpoints (random when not configured).
     pub audit_key: Vec<u8>,
 }
 
 impl Settings {
-    /// The defaults a newcomer runs with.
+    /// The defaults a newcomer runs with (an empty config file).
     ///
     /// # Errors
     ///
     /// A message when a preset cannot be built (never with the bundled presets).
     pub fn defaults() -> Result<Self, String> {
-        let policy = PasswordPolicy::nist()
-            .to_builder()
-            .history_count(5)
-            .min_age_days(None)
-            .build()
-            .map_err(|e| format!("password policy: {e}"))?;
+        Self::from_config(&crate::config::ServerConfig::default())
+    }
+
+    /// The settings a config file asks for.
+    ///
+    /// # Errors
+    ///
+    /// A message naming the section whose values contradict each other.
+    pub fn from_config(cfg: &crate::config::ServerConfig) -> Result<Self, String> {
+        let policy = cfg.password.policy()?;
         let mut audit_key = vec![0u8; 32];
         for chunk in audit_key.chunks_mut(16) {
             chunk.copy_from_slice(&uuid::Uuid::new_v4().as_bytes()[..chunk.len()]);
         }
+        let limits = &cfg.rate_limits;
+        for (name, v) in [
+            ("requests_per_minute", limits.requests_per_minute),
+            ("logins_per_minute", limits.logins_per_minute),
+            ("logins_per_account", limits.logins_per_account),
+        ] {
+            if v == 0 {
+                return Err(format!("[rate_limits] {name} must be at least 1"));
+            }
+        }
+        if cfg.http.max_body_bytes < 1024 {
+            return Err("[http] max_body_bytes must be at least 1024".into());
+        }
+        if cfg.http.readiness_timeout.is_zero() {
+            return Err("[http] readiness_timeout must be positive".into());
+        }
         Ok(Self {
             policy,
-            hasher: HasherConfig::default(),
-            sessions: SessionConfig::default(),
-            resolver: ClientIpResolver::direct(),
-            requests_per_minute: 600,
-            logins_per_minute: 20,
-            logins_per_account: 10,
-            max_body_bytes: 16 * 1024,
-            secure_cookie: true,
+            hasher: cfg.hashing.argon2,
+            hashing_pool: cfg.hashing.pool,
+            sessions: cfg.sessions.clone().unwrap_or_default(),
+            resolver: cfg.proxies.clone(),
+            requests_per_minute: limits.requests_per_minute,
+            logins_per_minute: limits.logins_per_minute,
+            logins_per_account: limits.logins_per_account,
+            max_body_bytes: cfg.http.max_body_bytes,
+            secure_cookie: cfg.http.secure_cookie,
+            readiness_timeout: cfg.http.readiness_timeout,
             audit_key,
         })
     }
@@ -107,14 +138,58 @@ impl Settings {
 pub struct Stores {
     /// Accounts.
     pub accounts: Arc<dyn AccountStore>,
-    /// Password hashes and history, as JSON under `cred:<user id>`.
-    pub credentials: Arc<dyn KvStore>,
+    /// Password hashes, when they were set, and their history.
+    pub credentials: Arc<dyn CredentialStore>,
     /// Sessions.
     pub sessions: Arc<dyn SessionStore>,
     /// Rate-limit counters.
     pub limiter: Arc<dyn RateLimitStore>,
     /// The audit trail.
     pub audit: Arc<dyn AuditStorage>,
+    /// What `/readyz` pings.
+    pub probes: Vec<Probe>,
+}
+
+/// A backend connection `/readyz` checks.
+#[derive(Clone)]
+#[non_exhaustive]
+pub enum Probe {
+    /// `PING`.
+    #[cfg(feature = "redis")]
+    Redis(umanage::core::redis::RedisConnection),
+    /// `SELECT 1`.
+    #[cfg(feature = "postgres")]
+    Postgres(umanage::postgres::PgPool),
+}
+
+impl Probe {
+    fn name(&self) -> &'static str {
+        match *self {
+            #[cfg(feature = "redis")]
+            Self::Redis(_) => "redis",
+            #[cfg(feature = "postgres")]
+            Self::Postgres(_) => "postgres",
+        }
+    }
+
+    #[cfg_attr(
+        not(any(feature = "redis", feature = "postgres")),
+        allow(clippy::unused_async, unused_variables)
+    )]
+    async fn check(&self, timeout: Duration) -> Result<(), umanage::core::BackendError> {
+        match self {
+            #[cfg(feature = "redis")]
+            Self::Redis(conn) => match tokio::time::timeout(timeout, conn.ping()).await {
+                Ok(r) => r,
+                Err(_) => Err(umanage::core::BackendError::Timeout {
+                    operation: "redis ping",
+                    after: timeout,
+                }),
+            },
+            #[cfg(feature = "postgres")]
+            Self::Postgres(pool) => umanage::postgres::ping(pool, timeout).await,
+        }
+    }
 }
 
 impl Stores {
@@ -124,7 +199,7 @@ impl Stores {
             accounts: Arc::new(umanage::account::MemoryAccountStore::with_clock(
                 clock.clone(),
             )),
-            credentials: Arc::new(umanage::core::kv::MemoryKvStore::with_clock(clock.clone())),
+            credentials: Arc::new(umanage::password::store::MemoryCredentialStore::new()),
             sessions: Arc::new(umanage::session::MemorySessionStore::with_clock(
                 clock.clone(),
             )),
@@ -132,39 +207,39 @@ impl Stores {
                 clock.clone(),
             )),
             audit: Arc::new(umanage::audit::MemoryAuditStorage::new()),
+            probes: Vec::new(),
         }
     }
 
     /// Sessions and rate limits on Redis.
     #[cfg(feature = "redis")]
+    #[must_use]
     pub fn with_redis(mut self, conn: &umanage::core::redis::RedisConnection) -> Self {
         self.sessions = Arc::new(umanage::session::RedisSessionStore::new(conn.clone()));
         self.limiter = Arc::new(umanage::ratelimit::RedisRateLimiter::new(conn.clone()));
+        self.probes.push(Probe::Redis(conn.clone()));
         self
     }
-}
 
-/// Puts accounts, credentials and audit on a Postgres pool after applying every migration.
-/// A macro because the facade does not name `sqlx::PgPool`.
-#[cfg(feature = "postgres")]
-#[macro_export]
-macro_rules! use_postgres {
-    ($stores:expr, $pool:expr) => {{
-        let pool = $pool;
-        async {
-            umanage::account::postgres::migrate(&pool).await?;
-            umanage::core::kv::PostgresKvStore::migrate(&pool).await?;
-            umanage::audit::PostgresAuditStorage::migrate(&pool).await?;
-            $stores.accounts =
-                std::sync::Arc::new(umanage::account::PostgresAccountStore::new(pool.clone()));
-            $stores.credentials =
-                std::sync::Arc::new(umanage::core::kv::PostgresKvStore::new(pool.clone()));
-            $stores.audit =
-                std::sync::Arc::new(umanage::audit::PostgresAuditStorage::new(pool.clone()));
-            Ok::<(), umanage::core::BackendError>(())
-        }
-        .await
-    }};
+    /// Accounts, credentials and audit on Postgres, after applying every migration.
+    ///
+    /// # Errors
+    ///
+    /// The backend error when a migration fails.
+    #[cfg(feature = "postgres")]
+    pub async fn with_postgres(
+        mut self,
+        pool: umanage::postgres::PgPool,
+    ) -> Result<Self, umanage::core::BackendError> {
+        umanage::postgres::migrate_all(&pool).await?;
+        self.accounts = Arc::new(umanage::account::PostgresAccountStore::new(pool.clone()));
+        self.credentials = Arc::new(umanage::password::store::PostgresCredentialStore::new(
+            pool.clone(),
+        ));
+        self.audit = Arc::new(umanage::audit::PostgresAuditStorage::new(pool.clone()));
+        self.probes.push(Probe::Postgres(pool));
+        Ok(self)
+    }
 }
 
 /// Shared state of the handlers.
@@ -177,11 +252,10 @@ struct Inner {
     settings: Settings,
     stores: Stores,
     clock: SharedClock,
-    pool: HashingPool,
+    passwords: PasswordService,
     sessions: SessionManager,
     logger: AuditLogger,
     chain: AuditChain,
-    dummy_hash: HashedPassword,
     account_limit: Strategy,
 }
 
@@ -200,15 +274,14 @@ pub struct App {
 /// # Errors
 ///
 /// A message when the settings are contradictory or the audit logger cannot start.
-pub async fn build(settings: Settings, stores: Stores, clock: SharedClock) -> Result<App, String> {
-    let pool = HashingPool::new(
-        PasswordHasher::new(settings.hasher),
-        PoolConfig::new(PoolConfig::default_concurrency(), Duration::from_secs(5))
-            .map_err(|e| e.to_string())?,
+pub fn build(settings: Settings, stores: Stores, clock: SharedClock) -> Result<App, String> {
+    let pool = HashingPool::new(PasswordHasher::new(settings.hasher), settings.hashing_pool);
+    let passwords = PasswordService::new(
+        settings.policy.clone(),
+        pool,
+        Arc::clone(&stores.credentials),
+        clock.clone(),
     );
-    let dummy =
-        NormalizedPassword::new("dummy password for unknown users").map_err(|e| e.to_string())?;
-    let dummy_hash = pool.hash(dummy).await.map_err(|e| e.to_string())?;
     let logger = AuditLogger::builder(LoggerConfig::builder().build().map_err(|e| e.to_string())?)
         .transformer(Redactor::standard())
         .destination(StorageDestination::new(Arc::clone(&stores.audit), CHAIN))
@@ -249,11 +322,10 @@ pub async fn build(settings: Settings, stores: Stores, clock: SharedClock) -> Re
             settings,
             stores,
             clock,
-            pool,
+            passwords,
             sessions,
             logger: logger.clone(),
             chain,
-            dummy_hash,
             account_limit,
         }),
     };
@@ -307,34 +379,31 @@ pub async fn bootstrap_admin(
         return Ok(false);
     }
     let pw = NormalizedPassword::new(password).map_err(|e| e.to_string())?;
-    let report = s.settings.policy.validate(
-        &pw,
-        &UserInfo::new().with_username(username).with_email(email),
-    );
-    if !report.is_valid() {
-        let codes: Vec<&str> = report.violations.iter().map(|v| v.code.as_str()).collect();
-        return Err(format!(
-            "admin password rejected by the policy: {}",
-            codes.join(", ")
-        ));
-    }
-    let hash = s.pool.hash(pw).await.map_err(|e| e.to_string())?;
-    let account = s
-        .stores
-        .accounts
-        .create(NewAccount::new(username, email).role(Role::admin()))
-        .await
-        .map_err(|e| e.to_string())?;
-    save_credential(
-        s,
-        account.id,
-        &Credential {
-            hash: hash.into_string(),
-            history: Vec::new(),
-        },
-    )
+    let info = UserInfo::new().with_username(username).with_email(email);
+    let new = NewAccount::new(username, email).role(Role::admin());
+    create_with(&*s.stores.accounts, new, |account| {
+        let passwords = s.passwords.clone();
+        async move {
+            match passwords.set_password(&account.id, &info, &pw).await {
+                Ok(ChangeOutcome::Changed { .. }) => Ok(()),
+                Ok(ChangeOutcome::PolicyViolation(report)) => {
+                    let codes: Vec<&str> =
+                        report.violations.iter().map(|v| v.code.as_str()).collect();
+                    Err(format!(
+                        "admin password rejected by the policy: {}",
+                        codes.join(", ")
+                    ))
+                }
+                Ok(other) => Err(format!("admin password not stored: {other:?}")),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+    })
     .await
-    .map_err(|p| p.detail)?;
+    .map_err(|e| match e {
+        CreateWithError::FollowUp(msg) => msg,
+        other => other.to_string(),
+    })?;
     Ok(true)
 }
 
@@ -485,23 +554,20 @@ fn backend(err: &dyn std::fmt::Display, unavailable: bool) -> Problem {
 
 fn account_err(err: &AccountError) -> Problem {
     match err {
-        AccountError::UsernameTaken => Problem::new(
-            StatusCode::CONFLICT,
-            "username_taken",
-            "Conflict",
-            "the username is taken",
-        ),
-        AccountError::EmailTaken => Problem::new(
-            StatusCode::CONFLICT,
-            "email_taken",
-            "Conflict",
-            "the email is taken",
-        ),
         AccountError::Backend(b) => backend(b, b.is_unavailable() || b.is_timeout()),
-        e if e.is_invalid_input() => Problem::violations(vec![
-            json!({"code": "invalid_input", "message": e.to_string()}),
-        ]),
-        e => backend(e, false),
+        e if e.is_invalid_input() => {
+            Problem::violations(vec![json!({"code": e.code(), "message": e.to_string()})])
+        }
+        e => {
+            let status =
+                StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let title = if status == StatusCode::CONFLICT {
+                "Conflict"
+            } else {
+                "Bad request"
+            };
+            Problem::new(status, e.code(), title, e.to_string())
+        }
     }
 }
 
@@ -521,6 +587,7 @@ fn password_err(err: &PasswordError) -> Problem {
         PasswordError::TooLarge { max_bytes } => Problem::violations(vec![
             json!({"code": "too_long", "message": format!("the password is longer than {max_bytes} bytes")}),
         ]),
+        PasswordError::Backend(b) => backend(b, b.is_unavailable() || b.is_timeout()),
         e => backend(e, false),
     }
 }
@@ -693,7 +760,7 @@ async fn audit(
         .result(outcome);
     b = match actor {
         Some(id) => b.actor(ActorType::User, id.to_string()),
-        None => b.actor(ActorType::User, "anonymous"),
+        None => b.actor(ActorType::Anonymous, "anonymous"),
     };
     for (k, v) in meta {
         b = b.meta(*k, *v);
@@ -709,48 +776,7 @@ async fn audit(
 }
 
 // ---------------------------------------------------------------------------------------
-// Credentials (a JSON record in the key-value store)
-
-#[derive(serde::Serialize, Deserialize)]
-struct Credential {
-    hash: String,
-    /// Previous hashes, newest first.
-    history: Vec<String>,
-}
-
-fn kv_err(e: &umanage::core::kv::KvError) -> Problem {
-    let unavailable =
-        matches!(e, umanage::core::kv::KvError::Backend(b) if b.is_unavailable() || b.is_timeout());
-    backend(e, unavailable)
-}
-
-fn cred_key(id: UserId) -> String {
-    format!("cred:{id}")
-}
-
-async fn load_credential(s: &Inner, id: UserId) -> Result<Option<Credential>, Problem> {
-    let raw = s
-        .stores
-        .credentials
-        .get(&cred_key(id))
-        .await
-        .map_err(|e| kv_err(&e))?;
-    match raw {
-        None => Ok(None),
-        Some(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| backend(&e, false)),
-    }
-}
-
-async fn save_credential(s: &Inner, id: UserId, cred: &Credential) -> Result<(), Problem> {
-    let bytes = serde_json::to_vec(cred).map_err(|e| backend(&e, false))?;
-    s.stores
-        .credentials
-        .set(&cred_key(id), &bytes, None)
-        .await
-        .map_err(|e| kv_err(&e))
-}
+// Passwords
 
 fn violation_json(v: &Violation) -> Value {
     json!({"code": v.code.as_str(), "message": v.message, "params": v.params})
@@ -811,20 +837,31 @@ async fn healthz() -> Response {
 
 async fn readyz(State(state): State<AppState>) -> Response {
     let s = &state.inner;
-    let accounts = s
-        .stores
-        .accounts
-        .count_with_role(&Role::admin())
-        .await
-        .is_ok();
-    let credentials = s.stores.credentials.get("readyz").await.is_ok();
-    let sessions = s.stores.sessions.list(UserId::new()).await.is_ok();
-    let ok = accounts && credentials && sessions;
-    let body = json!({"ready": ok, "accounts": accounts, "credentials": credentials, "sessions": sessions});
+    let timeout = s.settings.readiness_timeout;
+    let mut checks = serde_json::Map::new();
+    let mut ok = true;
+    for probe in &s.stores.probes {
+        let up = match probe.check(timeout).await {
+            Ok(()) => true,
+            Err(e) => {
+                eprintln!("readyz: {} is down: {e}", probe.name());
+                false
+            }
+        };
+        ok &= up;
+        checks.insert(probe.name().into(), json!(if up { "up" } else { "down" }));
+    }
     if ok {
-        axum::Json(body).into_response()
+        axum::Json(json!({"ready": true, "checks": checks})).into_response()
     } else {
-        Problem::unavailable().with("checks", body).into_response()
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "Not ready",
+            "a backend did not answer in time",
+        )
+        .with("checks", Value::Object(checks))
+        .into_response()
     }
 }
 
@@ -847,12 +884,7 @@ async fn register(
     let body: RegisterBody = parse_json(&headers, &body)?;
     let mut violations = Vec::new();
     if let Err(e) = NewAccount::new(&body.username, &body.email).validate() {
-        let code = match e {
-            AccountError::InvalidUsername { .. } => "invalid_username",
-            AccountError::InvalidEmail { .. } => "invalid_email",
-            _ => "invalid_account",
-        };
-        violations.push(json!({"code": code, "message": e.to_string()}));
+        violations.push(json!({"code": e.code(), "message": e.to_string()}));
     }
     let pw = match NormalizedPassword::new(body.password.expose_secret()) {
         Ok(pw) => Some(pw),
@@ -882,22 +914,42 @@ async fn register(
         .await;
         return Err(Problem::violations(violations));
     };
-    let hash = s.pool.hash(pw).await.map_err(|e| password_err(&e))?;
-    let account = s
-        .stores
-        .accounts
-        .create(NewAccount::new(&body.username, &body.email))
+    // Account and credential are two stores: `create_with` deletes the account again when
+    // the password cannot be stored, and the pair runs in its own task so a client that
+    // disconnects cannot cancel it half-way.
+    let info = UserInfo::new()
+        .with_username(&body.username)
+        .with_email(&body.email);
+    let new = NewAccount::new(&body.username, &body.email);
+    let task_state = state.clone();
+    let created = tokio::spawn(async move {
+        let s = &task_state.inner;
+        create_with(&*s.stores.accounts, new, |account| {
+            let passwords = s.passwords.clone();
+            async move {
+                match passwords.set_password(&account.id, &info, &pw).await {
+                    Ok(ChangeOutcome::Changed { .. }) => Ok(()),
+                    Ok(ChangeOutcome::PolicyViolation(report)) => Err(Problem::violations(
+                        report.violations.iter().map(violation_json).collect(),
+                    )),
+                    Ok(_) => Err(Problem::internal()),
+                    Err(e) => Err(password_err(&e)),
+                }
+            }
+        })
         .await
-        .map_err(|e| account_err(&e))?;
-    save_credential(
-        s,
-        account.id,
-        &Credential {
-            hash: hash.into_string(),
-            history: Vec::new(),
-        },
-    )
-    .await?;
+    })
+    .await
+    .map_err(|_| Problem::internal())?;
+    let account = match created {
+        Ok((account, ())) => account,
+        Err(CreateWithError::Account(e)) => return Err(account_err(&e)),
+        Err(CreateWithError::FollowUp(p)) => return Err(p),
+        Err(e) => {
+            eprintln!("registration: {e}");
+            return Err(Problem::internal());
+        }
+    };
     audit(
         s,
         event_types::USER_CREATED,
@@ -973,25 +1025,19 @@ async fn login(
             return Ok(too_many(d));
         }
     }
-    let cred = match &account {
-        Some(a) => load_credential(s, a.id).await?,
-        None => None,
-    };
-    let verified = match (pw, &cred) {
-        (Some(pw), Some(cred)) => s
-            .pool
-            .verify_and_upgrade(pw, HashedPassword::new(cred.hash.clone()))
+    // An unknown login is checked against a user that has no credential, which costs the
+    // same dummy verification as a real one (timing does not tell who exists).
+    let subject = account.as_ref().map_or_else(UserId::new, |a| a.id);
+    let verified = match &pw {
+        Some(pw) => s
+            .passwords
+            .verify_login(&subject, pw)
             .await
             .map_err(|e| password_err(&e))?,
-        (Some(pw), None) => {
-            // Unknown user: spend the same time as a real check.
-            let _ = s.pool.verify(pw, s.dummy_hash.clone()).await;
-            VerifyOutcome::Mismatch
-        }
-        (None, _) => VerifyOutcome::Mismatch,
+        None => PasswordLogin::Failure,
     };
     let now = s.clock.now();
-    let (Some(account), Some(mut cred)) = (account, cred) else {
+    let Some(account) = account else {
         audit(
             s,
             event_types::LOGIN_FAILURE,
@@ -1003,27 +1049,26 @@ async fn login(
         .await;
         return Err(Problem::bad_credentials());
     };
-    if !verified.is_match() || !account.status.allows_login(now) {
-        let reason = if verified.is_match() {
-            "account_inactive"
-        } else {
-            "wrong_password"
-        };
-        audit(
-            s,
-            event_types::LOGIN_FAILURE,
-            &ctx,
-            Some(account.id),
-            Outcome::Failure,
-            &[("reason", reason)],
-        )
-        .await;
-        return Err(Problem::bad_credentials());
-    }
-    if let VerifyOutcome::MatchNeedsRehash(new) = verified {
-        cred.hash = new.into_string();
-        save_credential(s, account.id, &cred).await?;
-    }
+    let expiry = match verified {
+        PasswordLogin::Success { expiry, .. } if account.status.allows_login(now) => expiry,
+        other => {
+            let reason = if matches!(other, PasswordLogin::Success { .. }) {
+                "account_inactive"
+            } else {
+                "wrong_password"
+            };
+            audit(
+                s,
+                event_types::LOGIN_FAILURE,
+                &ctx,
+                Some(account.id),
+                Outcome::Failure,
+                &[("reason", reason)],
+            )
+            .await;
+            return Err(Problem::bad_credentials());
+        }
+    };
     let client = ClientInfo::new(ctx.clone().with_user_id(account.id));
     let login = Login::new(account.id, account.username.as_str())
         .with_roles(account.roles.iter().map(|r| r.as_str().to_owned()));
@@ -1066,13 +1111,20 @@ async fn login(
             ""
         }
     );
+    let (password_expired, password_expires_at) = match expiry {
+        ExpiryStatus::Expired { expired_at } => (true, Some(expired_at)),
+        ExpiryStatus::Valid { expires_at } => (false, Some(expires_at)),
+        ExpiryStatus::NeverExpires => (false, None),
+    };
     let body = json!({
         "token": token.expose(),
         "session": {
             "id": session.id.to_string(),
             "expires_at": session.expires_at,
             "idle_expires_at": session.idle_expires_at,
-        }
+        },
+        "password_expired": password_expired,
+        "password_expires_at": password_expires_at,
     });
     let mut res = (StatusCode::CREATED, axum::Json(body)).into_response();
     if let Ok(v) = HeaderValue::from_str(&cookie) {
@@ -1248,60 +1300,67 @@ async fn change_password(
         .await
         .map_err(|e| account_err(&e))?
         .ok_or_else(Problem::unauthorized)?;
-    let mut cred = load_credential(s, account.id)
-        .await?
-        .ok_or_else(Problem::unauthorized)?;
-    let current_ok = match NormalizedPassword::new(body.current_password.expose_secret()) {
-        Ok(pw) => s
-            .pool
-            .verify(pw, HashedPassword::new(cred.hash.clone()))
-            .await
-            .map_err(|e| password_err(&e))?,
-        Err(_) => false,
+    let info = UserInfo::new()
+        .with_username(account.username.as_str())
+        .with_email(account.email.as_str());
+    let (Ok(current), Ok(new)) = (
+        NormalizedPassword::new(body.current_password.expose_secret()),
+        NormalizedPassword::new(body.new_password.expose_secret()),
+    ) else {
+        return Err(Problem::violations(vec![json!({
+            "code": "too_long",
+            "message": "a password is longer than the largest accepted",
+        })]));
     };
-    if !current_ok {
-        audit(
-            s,
-            event_types::PASSWORD_CHANGED,
-            &ctx,
-            Some(account.id),
-            Outcome::Failure,
-            &[("reason", "wrong_current_password")],
-        )
-        .await;
-        return Err(Problem::new(
-            StatusCode::UNAUTHORIZED,
-            "invalid_credentials",
-            "Invalid credentials",
-            "the current password is wrong",
-        ));
-    }
-    let new =
-        NormalizedPassword::new(body.new_password.expose_secret()).map_err(|e| password_err(&e))?;
-    let report = s.settings.policy.validate(
-        &new,
-        &UserInfo::new()
-            .with_username(account.username.as_str())
-            .with_email(account.email.as_str()),
-    );
-    let mut violations: Vec<Value> = report.violations.iter().map(violation_json).collect();
-    if violations.is_empty() {
-        let depth = s.settings.policy.history_count() as usize;
-        let previous: Vec<String> = std::iter::once(cred.hash.clone())
-            .chain(cred.history.iter().cloned())
-            .take(depth.max(1))
-            .collect();
-        for old in previous {
-            if s.pool
-                .verify(new.clone(), HashedPassword::new(old))
-                .await
-                .map_err(|e| password_err(&e))?
-            {
-                violations.push(json!({"code": "password_reused", "message": format!("the password was used in the last {} changes", depth.max(1)), "params": {"history": depth}}));
-                break;
-            }
+    let outcome = s
+        .passwords
+        .change_password(&account.id, &info, &current, &new)
+        .await
+        .map_err(|e| password_err(&e))?;
+    let violations: Vec<Value> = match outcome {
+        ChangeOutcome::Changed { .. } => Vec::new(),
+        ChangeOutcome::WrongCurrentPassword | ChangeOutcome::NoCredential => {
+            audit(
+                s,
+                event_types::PASSWORD_CHANGED,
+                &ctx,
+                Some(account.id),
+                Outcome::Failure,
+                &[("reason", "wrong_current_password")],
+            )
+            .await;
+            return Err(Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_credentials",
+                "Invalid credentials",
+                "the current password is wrong",
+            ));
         }
-    }
+        ChangeOutcome::PolicyViolation(report) => {
+            report.violations.iter().map(violation_json).collect()
+        }
+        ChangeOutcome::ReusedPassword => {
+            let depth = s.settings.policy.history_count();
+            vec![json!({
+                "code": "password_reused",
+                "message": format!("the password is one of the last {depth} passwords"),
+                "params": {"history": depth},
+            })]
+        }
+        ChangeOutcome::TooSoon { allowed_at } => vec![json!({
+            "code": "password_too_recent",
+            "message": "the password was changed too recently",
+            "params": {"allowed_at": allowed_at},
+        })],
+        ChangeOutcome::Conflict => {
+            return Err(Problem::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                "Conflict",
+                "the password was changed at the same time; retry",
+            ));
+        }
+    };
     if !violations.is_empty() {
         audit(
             s,
@@ -1314,12 +1373,6 @@ async fn change_password(
         .await;
         return Err(Problem::violations(violations));
     }
-    let hash = s.pool.hash(new).await.map_err(|e| password_err(&e))?;
-    let old = std::mem::replace(&mut cred.hash, hash.into_string());
-    cred.history.insert(0, old);
-    cred.history
-        .truncate(s.settings.policy.history_count() as usize);
-    save_credential(s, account.id, &cred).await?;
     let revoked = s
         .sessions
         .revoke_others(&session)

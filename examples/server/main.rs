@@ -12,6 +12,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod app;
+mod config;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -19,8 +20,11 @@ use std::sync::Arc;
 
 use umanage::core::{SharedClock, SystemClock};
 
-const USAGE: &str = "usage: server [--listen ADDR] [--redis-url URL] [--database-url URL]
+const USAGE: &str =
+    "usage: server [--config FILE] [--listen ADDR] [--redis-url URL] [--database-url URL]
 
+  --config FILE        policies, limits, timeouts, proxies (env UMANAGE_CONFIG; see
+                       examples/server/umanage.example.toml)
   --listen ADDR        address to listen on (env UMANAGE_LISTEN, default 127.0.0.1:8080)
   --redis-url URL      sessions and rate limits on Redis (env UMANAGE_REDIS_URL)
   --database-url URL   accounts, credentials and audit on Postgres (env UMANAGE_DATABASE_URL)
@@ -30,6 +34,7 @@ const USAGE: &str = "usage: server [--listen ADDR] [--redis-url URL] [--database
 
 #[derive(Debug, Default)]
 struct Args {
+    config: Option<String>,
     listen: Option<String>,
     redis_url: Option<String>,
     database_url: Option<String>,
@@ -44,6 +49,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Option<Args>, Stri
         };
         let slot = match name.as_str() {
             "-h" | "--help" => return Ok(None),
+            "--config" => &mut args.config,
             "--listen" => &mut args.listen,
             "--redis-url" => &mut args.redis_url,
             "--database-url" => &mut args.database_url,
@@ -55,6 +61,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Option<Args>, Stri
         *slot = Some(value);
     }
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    args.config = args.config.or_else(|| env("UMANAGE_CONFIG"));
     args.listen = args.listen.or_else(|| env("UMANAGE_LISTEN"));
     args.redis_url = args.redis_url.or_else(|| env("UMANAGE_REDIS_URL"));
     args.database_url = args.database_url.or_else(|| env("UMANAGE_DATABASE_URL"));
@@ -95,7 +102,10 @@ async fn stores(args: &Args, clock: &SharedClock) -> Result<app::Stores, String>
                 .connect()
                 .await
                 .map_err(|e| format!("postgres: {e}"))?;
-            use_postgres!(stores, pool).map_err(|e| format!("postgres migrations: {e}"))?;
+            stores = stores
+                .with_postgres(pool)
+                .await
+                .map_err(|e| format!("postgres migrations: {e}"))?;
         }
         #[cfg(not(feature = "postgres"))]
         {
@@ -130,7 +140,20 @@ async fn shutdown_signal() {
     eprintln!("shutting down: finishing requests");
 }
 
-async fn run(args: Args) -> Result<(), String> {
+async fn run(mut args: Args) -> Result<(), String> {
+    let cfg = match &args.config {
+        Some(path) => config::ServerConfig::load(path)?,
+        None => config::ServerConfig::default(),
+    };
+    // Flags and environment win over the file.
+    args.listen = args.listen.or_else(|| cfg.listen.clone());
+    args.redis_url = args.redis_url.or_else(|| cfg.redis_url.clone());
+    args.database_url = args.database_url.or_else(|| cfg.database_url.clone());
+    let settings = if args.config.is_some() {
+        app::Settings::from_config(&cfg)?
+    } else {
+        app::Settings::defaults()?
+    };
     let listen: SocketAddr = args
         .listen
         .as_deref()
@@ -139,8 +162,7 @@ async fn run(args: Args) -> Result<(), String> {
         .map_err(|e| format!("--listen: {e}"))?;
     let clock: SharedClock = Arc::new(SystemClock);
     let stores = stores(&args, &clock).await?;
-    let settings = app::Settings::defaults()?;
-    let built = app::build(settings, stores, clock).await?;
+    let built = app::build(settings, stores, clock)?;
     if let (Ok(user), Ok(password)) = (
         std::env::var("UMANAGE_ADMIN_USERNAME"),
         std::env::var("UMANAGE_ADMIN_PASSWORD"),

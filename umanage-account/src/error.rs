@@ -155,6 +155,60 @@ impl AccountError {
         matches!(self, Self::UsernameTaken | Self::EmailTaken)
     }
 
+    /// A stable, machine-readable code for this error, for API responses (an RFC 9457
+    /// problem's `code`, a violation's `code`). Codes never change meaning; new variants get
+    /// new codes.
+    ///
+    /// | variant | code | HTTP |
+    /// | --- | --- | --- |
+    /// | `InvalidUsername` | `invalid_username` | 422 |
+    /// | `InvalidEmail` | `invalid_email` | 422 |
+    /// | `InvalidRole` | `invalid_role` | 422 |
+    /// | `InvalidDisplayName` | `invalid_display_name` | 422 |
+    /// | `InvalidLockReason` | `invalid_lock_reason` | 422 |
+    /// | `InvalidCursor` | `invalid_cursor` | 400 |
+    /// | `UsernameTaken` | `username_taken` | 409 |
+    /// | `EmailTaken` | `email_taken` | 409 |
+    /// | `NotFound` | `account_not_found` | 404 |
+    /// | `VersionConflict` | `version_conflict` | 409 |
+    /// | `Backend` | `backend_unavailable` | 503 |
+    ///
+    /// ```
+    /// use umanage_account::{AccountError, NewAccount};
+    ///
+    /// let err = NewAccount::new("a b", "x@example.com").validate().unwrap_err();
+    /// assert_eq!(err.code(), "invalid_username");
+    /// assert_eq!(err.http_status(), 422);
+    /// assert_eq!(AccountError::EmailTaken.code(), "email_taken");
+    /// ```
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidUsername { .. } => "invalid_username",
+            Self::InvalidEmail { .. } => "invalid_email",
+            Self::InvalidRole => "invalid_role",
+            Self::InvalidDisplayName { .. } => "invalid_display_name",
+            Self::InvalidLockReason { .. } => "invalid_lock_reason",
+            Self::InvalidCursor => "invalid_cursor",
+            Self::UsernameTaken => "username_taken",
+            Self::EmailTaken => "email_taken",
+            Self::NotFound { .. } => "account_not_found",
+            Self::VersionConflict { .. } => "version_conflict",
+            Self::Backend(_) => "backend_unavailable",
+        }
+    }
+
+    /// The HTTP status an API answers this error with (see the table on
+    /// [`code`](Self::code)).
+    pub fn http_status(&self) -> u16 {
+        match self {
+            Self::InvalidCursor => 400,
+            Self::NotFound { .. } => 404,
+            Self::UsernameTaken | Self::EmailTaken | Self::VersionConflict { .. } => 409,
+            Self::Backend(_) => 503,
+            _ => 422,
+        }
+    }
+
     /// Whether this is invalid input (an HTTP API answers with 422).
     pub fn is_invalid_input(&self) -> bool {
         matches!(
@@ -167,6 +221,31 @@ impl AccountError {
                 | Self::InvalidCursor
         )
     }
+}
+
+/// The error of [`create_with`](crate::create_with): the account could not be created, or
+/// the follow-up step failed (and the account was removed again, or could not be).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CreateWithError<E> {
+    /// `create` failed; nothing was written.
+    #[error(transparent)]
+    Account(AccountError),
+    /// The follow-up failed and the account was deleted again: nothing remains.
+    #[error("the step after creating the account failed; the account was removed")]
+    FollowUp(E),
+    /// The follow-up failed and deleting the account failed too: the account exists without
+    /// what the follow-up should have written. The host should log `account` and retry
+    /// the delete.
+    #[error("the step after creating account {account} failed and removing it failed: {cleanup}")]
+    Cleanup {
+        /// The account that remains.
+        account: UserId,
+        /// Why the follow-up failed.
+        error: E,
+        /// Why the delete failed.
+        cleanup: AccountError,
+    },
 }
 
 /// Result alias of this crate.

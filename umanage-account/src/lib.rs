@@ -9,12 +9,14 @@ pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use error::{AccountError, EmailProblem, Result, TextProblem, UsernameProblem};
+pub use error::{
+    AccountError, CreateWithError, EmailProblem, Result, TextProblem, UsernameProblem,
+};
 pub use model::{
     Account, AccountCursor, AccountPage, AccountStatus, Email, Login, NewAccount, Role, Username,
     ValidNewAccount,
 };
-pub use store::{AccountStore, MAX_PAGE_SIZE};
+pub use store::{AccountStore, MAX_PAGE_SIZE, create_with};
 
 #[cfg(feature = "memory")]
 pub use store::memory::MemoryAccountStore;

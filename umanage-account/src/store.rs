@@ -11,7 +11,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use umanage_core::UserId;
 
-use crate::error::Result;
+use crate::error::{CreateWithError, Result};
 use crate::model::{Account, AccountCursor, AccountPage, AccountStatus, NewAccount, Role};
 
 /// Most accounts one [`AccountStore::list`] call returns; larger limits are lowered to it.
@@ -157,6 +157,70 @@ pub trait AccountStore: Send + Sync + std::fmt::Debug {
     ///
     /// [`Backend`](crate::AccountError::Backend) when the backend fails.
     async fn count_with_role(&self, role: &Role) -> Result<u64>;
+}
+
+/// Creates an account, then runs `follow_up` with it (store the password, grant a default
+/// plan...). When `follow_up` fails, the account is deleted again, so a failed registration
+/// leaves nothing behind and the username and email stay free.
+///
+/// This is a *compensating* delete, not a shared transaction: for the short time between
+/// `create` and the end of `follow_up`, the account exists on its own (it has no password
+/// yet, so it cannot log in). If the process dies in that window, the account remains;
+/// a host that cannot accept that sweeps accounts without a credential. The future is
+/// not cancellation-safe for the same reason: run it in a spawned task when the caller's
+/// future may be dropped (an HTTP handler whose client disconnects).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use umanage_account::{AccountStore, CreateWithError, MemoryAccountStore, NewAccount, create_with};
+///
+/// let store = MemoryAccountStore::new();
+/// let failed = create_with(&store, NewAccount::new("ana", "ana@example.com"), |_account| async {
+///     Err::<(), _>("the credential store is down")
+/// })
+/// .await;
+/// assert!(matches!(failed, Err(CreateWithError::FollowUp("the credential store is down"))));
+/// assert_eq!(store.find_by_login("ana").await.unwrap(), None); // nothing remains
+///
+/// let (account, ()) = create_with(&store, NewAccount::new("ana", "ana@example.com"), |_| async {
+///     Ok::<(), &str>(())
+/// })
+/// .await
+/// .unwrap();
+/// assert_eq!(account.username.as_str(), "ana");
+/// # }
+/// ```
+///
+/// # Errors
+///
+/// [`CreateWithError::Account`] when `create` fails (nothing written),
+/// [`CreateWithError::FollowUp`] when `follow_up` fails (the account was deleted),
+/// [`CreateWithError::Cleanup`] when the delete failed as well.
+pub async fn create_with<S, F, Fut, T, E>(
+    store: &S,
+    new: NewAccount,
+    follow_up: F,
+) -> std::result::Result<(Account, T), CreateWithError<E>>
+where
+    S: AccountStore + ?Sized,
+    F: FnOnce(Account) -> Fut,
+    Fut: Future<Output = std::result::Result<T, E>>,
+{
+    let account = store.create(new).await.map_err(CreateWithError::Account)?;
+    match follow_up(account.clone()).await {
+        Ok(value) => Ok((account, value)),
+        Err(error) => match store.delete(account.id).await {
+            Ok(_) => Err(CreateWithError::FollowUp(error)),
+            Err(cleanup) => {
+                tracing::error!(account = %account.id, error = %cleanup, "could not remove a half-created account");
+                Err(CreateWithError::Cleanup {
+                    account: account.id,
+                    error,
+                    cleanup,
+                })
+            }
+        },
+    }
 }
 
 macro_rules! forward_account_store {

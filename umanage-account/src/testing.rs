@@ -86,6 +86,7 @@ macro_rules! account_store_conformance {
             pagination_covers_everything_once,
             count_with_role_counts,
             hostile_input_gets_typed_errors,
+            create_with_compensates_a_failed_follow_up,
         );
     };
 }
@@ -785,4 +786,52 @@ pub async fn hostile_input_gets_typed_errors(h: &AccountHarness) {
             Some(a.id)
         );
     }
+}
+
+/// [`create_with`](crate::create_with): a failed follow-up removes the account again (the
+/// names are free, nothing is found), a successful one returns both results.
+pub async fn create_with_compensates_a_failed_follow_up(h: &AccountHarness) {
+    use crate::{CreateWithError, create_with};
+    let store: &dyn crate::AccountStore = &*h.store;
+    let mut seen = None;
+    let failed = create_with(store, NewAccount::new("rollback", "rb@example.com"), |a| {
+        seen = Some(a.id);
+        async { Err::<(), _>("follow-up failed") }
+    })
+    .await;
+    assert!(
+        matches!(failed, Err(CreateWithError::FollowUp("follow-up failed"))),
+        "{failed:?}"
+    );
+    let id = seen.unwrap();
+    assert_eq!(h.store.get(id).await.unwrap(), None);
+    assert_eq!(h.store.find_by_login("rollback").await.unwrap(), None);
+    assert_eq!(h.store.find_by_login("rb@example.com").await.unwrap(), None);
+    let (account, value) = create_with(
+        store,
+        NewAccount::new("ROLLBACK", "RB@example.com"),
+        |a| async move { Ok::<_, ()>(a.id) },
+    )
+    .await
+    .unwrap();
+    assert_eq!(value, account.id);
+    assert_ne!(account.id, id);
+    assert_eq!(h.store.get(account.id).await.unwrap(), Some(account));
+    // The account error is passed through untouched (a follow-up that ran would turn it into
+    // `FollowUp`).
+    let taken = create_with(
+        store,
+        NewAccount::new("rollback", "other@example.com"),
+        |_| async { Err::<(), ()>(()) },
+    )
+    .await;
+    assert!(
+        matches!(
+            taken,
+            Err(CreateWithError::<()>::Account(
+                crate::AccountError::UsernameTaken
+            ))
+        ),
+        "{taken:?}"
+    );
 }

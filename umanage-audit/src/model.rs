@@ -57,6 +57,10 @@ pub enum ActorType {
     System,
     /// An API client (service account, API key).
     Api,
+    /// Nobody identified: a failed login of an unknown user, a request rejected before
+    /// authentication (rate limit, spray protection). Use `"anonymous"` (or the client
+    /// address, if the host's privacy rules allow it) as the actor id.
+    Anonymous,
 }
 
 impl ActorType {
@@ -66,6 +70,7 @@ impl ActorType {
             Self::User => "user",
             Self::System => "system",
             Self::Api => "api",
+            Self::Anonymous => "anonymous",
         }
     }
 }
@@ -706,6 +711,21 @@ mod tests {
         let back: AuditEvent = serde_json::from_str(&json).unwrap();
         assert_eq!(back, e);
         assert!(json.contains("\"duration_us\":1500"));
+    }
+
+    #[test]
+    fn anonymous_actor_round_trips() {
+        let clock = ManualClock::default();
+        let e = AuditEvent::builder("auth.login.failure", &clock)
+            .actor(ActorType::Anonymous, "anonymous")
+            .build()
+            .unwrap();
+        assert_eq!(e.actor_type, ActorType::Anonymous);
+        assert_eq!(ActorType::Anonymous.as_str(), "anonymous");
+        let json = serde_json::to_string(&e).unwrap();
+        assert!(json.contains("\"actor_type\":\"anonymous\""), "{json}");
+        let back: AuditEvent = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, e);
     }
 
     #[test]
