@@ -257,9 +257,60 @@ fn redis_load() {
     });
 }
 
+/// `SESSION_CALLGRIND=<n>`: `n` memory validations and nothing else, for
+/// `valgrind --tool=callgrind` (instructions per validation = the difference between two
+/// runs with different `n`, divided by the difference in `n`: set-up cancels out).
+/// `SESSION_CALLGRIND_WHAT` = `store` (`store.touch`, the default), `manager`
+/// (`SessionManager::validate`) or `plain` (the manager without a device fingerprint).
+fn callgrind(n: usize) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap_or_else(|e| panic!("runtime: {e}"));
+    let clock = ManualClock::default();
+    let store = Arc::new(MemorySessionStore::with_clock(clock.shared()));
+    let what = std::env::var("SESSION_CALLGRIND_WHAT").unwrap_or_default();
+    let fingerprint = if what == "plain" {
+        FingerprintConfig::none()
+    } else {
+        FingerprintConfig::default()
+    };
+    let manager = SessionManager::new(
+        store.clone(),
+        SessionConfig::builder()
+            .fingerprint(fingerprint)
+            .build()
+            .unwrap_or_default(),
+    );
+    let tokens = rt.block_on(populate(&manager, 1000));
+    let hashes: Vec<_> = tokens.iter().map(|t| (t.user_id(), t.hash())).collect();
+    let c_info = client();
+    rt.block_on(async {
+        for i in 0..n {
+            let token = &tokens[i % tokens.len()];
+            let ok = if what.is_empty() || what == "store" {
+                let (user, hash) = &hashes[i % hashes.len()];
+                matches!(
+                    store.touch(*user, hash, Touch::default()).await,
+                    Ok(TouchOutcome::Valid(_))
+                )
+            } else {
+                matches!(
+                    manager.validate(token, &c_info).await,
+                    Ok(Validation::Valid(_))
+                )
+            };
+            assert!(ok, "validation {i} failed");
+        }
+    });
+}
+
 criterion_group!(benches, memory, redis_sequential);
 
 fn main() {
+    if let Ok(n) = std::env::var("SESSION_CALLGRIND") {
+        callgrind(n.parse().unwrap_or(0));
+        return;
+    }
     if std::env::var("SESSION_LOAD_ONLY").is_ok() {
         redis_load();
         return;

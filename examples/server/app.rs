@@ -814,7 +814,7 @@ async fn authenticate(
     let token = SessionToken::parse(&raw).map_err(|_| Problem::unauthorized())?;
     let client = ClientInfo::new(ctx.clone());
     match s.sessions.validate(&token, &client).await {
-        Ok(Validation::Valid(session)) => Ok((*session, client)),
+        Ok(Validation::Valid(session)) => Ok((Arc::unwrap_or_clone(session), client)),
         Ok(_) => Err(Problem::unauthorized()),
         Err(e) => Err(session_err(&e)),
     }

@@ -124,10 +124,18 @@ impl FingerprintConfig {
             field("device", ctx.device_id.as_deref());
         }
         for name in &self.headers {
-            let name = name.to_ascii_lowercase();
-            field(&name, client.headers.get(&name).map(String::as_str));
+            // Header names in `ClientInfo` are lower case; configured ones usually are too,
+            // so only a mixed-case name costs an allocation here.
+            let name: std::borrow::Cow<'_, str> = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+                name.to_ascii_lowercase().into()
+            } else {
+                name.as_str().into()
+            };
+            field(&name, client.headers.get(name.as_ref()).map(String::as_str));
         }
-        Some(hex::encode(&h.finalize()[..16]))
+        let mut text = [0_u8; 32];
+        hex::encode_to_slice(&h.finalize()[..16], &mut text).ok()?;
+        std::str::from_utf8(&text).ok().map(str::to_owned)
     }
 }
 

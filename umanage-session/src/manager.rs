@@ -80,7 +80,7 @@ pub enum LoginOutcome {
     /// Logged in: hand `token` to the client.
     Created {
         /// The new session.
-        session: Box<Session>,
+        session: Arc<Session>,
         /// Its token.
         token: SessionToken,
         /// Sessions evicted by the limit.
@@ -97,8 +97,10 @@ pub enum LoginOutcome {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum Validation {
-    /// The session is live (and was slid).
-    Valid(Box<Session>),
+    /// The session is live (and was slid). A shared snapshot (the memory store hands out
+    /// the record itself, without copying it); to change attributes, take a copy with
+    /// [`Arc::unwrap_or_clone`] and [`save`](SessionManager::save) it.
+    Valid(Arc<Session>),
     /// Unknown, expired, revoked or logged out everywhere.
     Invalid,
     /// The device fingerprint differs and the binding policy is `Reject`.
@@ -112,7 +114,7 @@ pub enum Refreshed {
     /// New tokens: the old session and refresh tokens no longer work.
     Rotated {
         /// The session.
-        session: Box<Session>,
+        session: Arc<Session>,
         /// Its new token.
         token: SessionToken,
         /// The next refresh token.
@@ -120,7 +122,7 @@ pub enum Refreshed {
     },
     /// The same client's parallel refresh within the grace window: the session is valid;
     /// keep the tokens the other request got.
-    Grace(Box<Session>),
+    Grace(Arc<Session>),
     /// A used refresh token came back: the family and its session are revoked.
     Reused,
     /// Unknown token, revoked family or dead session.
@@ -274,7 +276,7 @@ impl SessionManager {
         &self,
         token: &SessionToken,
         client: &ClientInfo,
-    ) -> Result<Option<(Session, SessionToken)>> {
+    ) -> Result<Option<(Arc<Session>, SessionToken)>> {
         let span = tracing::info_span!("session.rotate", user = %token.user_id());
         async move {
             let next = SessionToken::generate(token.user_id())?;
@@ -286,7 +288,7 @@ impl SessionManager {
                     .touch(token.user_id(), &token.hash(), touch)
                     .await?
                 {
-                    TouchOutcome::Valid(s) => Some((*s, next)),
+                    TouchOutcome::Valid(s) => Some((s, next)),
                     TouchOutcome::Invalid | TouchOutcome::DeviceMismatch(_) => None,
                 },
             )
@@ -307,15 +309,16 @@ impl SessionManager {
         token: &SessionToken,
         client: &ClientInfo,
         change: impl FnOnce(&mut Session) + Send,
-    ) -> Result<Option<(Session, SessionToken)>> {
-        let Some((mut session, next)) = self.rotate(token, client).await? else {
+    ) -> Result<Option<(Arc<Session>, SessionToken)>> {
+        let Some((session, next)) = self.rotate(token, client).await? else {
             return Ok(None);
         };
+        let mut session = Arc::unwrap_or_clone(session);
         change(&mut session);
         Ok(match self.store.update(&session).await? {
             UpdateOutcome::Updated(v) => {
                 session.version = v;
-                Some((session, next))
+                Some((Arc::new(session), next))
             }
             UpdateOutcome::NotFound | UpdateOutcome::Conflict { .. } => None,
         })

@@ -82,7 +82,7 @@ pub enum CreateOutcome {
     /// Stored; `evicted` lists sessions revoked to make room ([`LimitPolicy::EvictOldest`]).
     Created {
         /// The stored session.
-        session: Box<Session>,
+        session: Arc<Session>,
         /// Sessions revoked to respect the limit.
         evicted: Vec<SessionId>,
     },
@@ -111,7 +111,9 @@ pub struct Touch {
 #[non_exhaustive]
 pub enum TouchOutcome {
     /// The session is live; its idle deadline was extended (capped at the absolute one).
-    Valid(Box<Session>),
+    /// Stores hand out shared snapshots: the memory store returns its record without
+    /// copying it (copy-on-write when the next validation finds the snapshot still held).
+    Valid(Arc<Session>),
     /// Unknown token, or a session past a deadline or older than the credential epoch.
     Invalid,
     /// [`BindingPolicy::Reject`] and the fingerprint differs; nothing was changed.
@@ -157,11 +159,11 @@ pub struct RefreshRequest {
 pub enum RefreshOutcome {
     /// The presented token was current: the family moved on to `next_refresh`, the session
     /// to `next_session` (the old session token no longer works).
-    Rotated(Box<Session>),
+    Rotated(Arc<Session>),
     /// The presented token was the previous one, within the grace window, from the same
     /// fingerprint: the session is valid, nothing was issued (the client keeps the tokens
     /// the winning request got).
-    Grace(Box<Session>),
+    Grace(Arc<Session>),
     /// The presented token was already used: the whole family and its session were revoked.
     Reused,
     /// Unknown token, revoked family or dead session.

@@ -80,6 +80,7 @@ macro_rules! session_conformance {
             unknown_tokens_are_invalid,
             idle_timeout_expires_and_touch_does_not_revive,
             touch_slides_the_idle_deadline,
+            returned_sessions_are_snapshots,
             absolute_deadline_caps_sliding,
             per_session_lifetimes_are_kept_when_sliding,
             rotate_invalidates_the_old_token,
@@ -139,7 +140,7 @@ fn login(user: UserId, idle: Duration, life: Duration) -> (NewSession, SessionTo
 
 async fn create(h: &SessionHarness, new: NewSession) -> Session {
     match h.store.create(new).await.unwrap() {
-        CreateOutcome::Created { session, .. } => *session,
+        CreateOutcome::Created { session, .. } => Session::clone(&session),
         other => panic!("not created: {other:?}"),
     }
 }
@@ -151,7 +152,7 @@ async fn touch(h: &SessionHarness, token: &SessionToken) -> Option<Session> {
         .await
         .unwrap()
     {
-        TouchOutcome::Valid(s) => Some(*s),
+        TouchOutcome::Valid(s) => Some(Session::clone(&s)),
         TouchOutcome::Invalid => None,
         other @ TouchOutcome::DeviceMismatch(_) => panic!("unexpected {other:?}"),
     }
@@ -246,6 +247,43 @@ pub async fn touch_slides_the_idle_deadline(h: &SessionHarness) {
     // 5 ticks after login, past the original idle deadline of 4.
     let second = touch(h, &token).await.expect("slide was not kept");
     assert!(second.idle_expires_at > first.idle_expires_at);
+}
+
+/// A session a store handed out is a snapshot: later validations (which slide and flag
+/// the stored record) do not change it under the caller, and vice versa.
+pub async fn returned_sessions_are_snapshots(h: &SessionHarness) {
+    let user = UserId::new();
+    let (new, token) = login(user, TICK * 10, TICK * 100);
+    create(h, new).await;
+    let first = match h
+        .store
+        .touch(user, &token.hash(), Touch::default())
+        .await
+        .unwrap()
+    {
+        TouchOutcome::Valid(s) => s,
+        other => panic!("{other:?}"),
+    };
+    let kept = Session::clone(&first);
+    h.time.advance(TICK).await;
+    let moved = Touch {
+        ip: Some(ip("198.51.100.7")),
+        ..Touch::default()
+    };
+    let second = match h.store.touch(user, &token.hash(), moved).await.unwrap() {
+        TouchOutcome::Valid(s) => s,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(*first, kept, "a held session changed under its holder");
+    assert!(second.last_activity > first.last_activity);
+    assert!(second.ip_changed && !first.ip_changed);
+    drop(first);
+    let third = touch(h, &token).await.unwrap();
+    assert!(
+        third.ip_changed,
+        "the flag of the second validation was lost"
+    );
+    assert!(third.last_activity >= second.last_activity);
 }
 
 /// Sliding never passes the absolute deadline, and the session ends there.

@@ -16,7 +16,7 @@
 //! use umanage_session::{MemorySessionStore, SessionConfig, SessionManager};
 //!
 //! async fn me(CurrentSession { session, .. }: CurrentSession) -> String {
-//!     session.username
+//!     session.username.clone() // `session` is an `Arc<Session>`
 //! }
 //!
 //! let manager = SessionManager::new(Arc::new(MemorySessionStore::new()), SessionConfig::default());
@@ -230,8 +230,8 @@ impl SessionAuth {
 /// logout).
 #[derive(Debug, Clone)]
 pub struct CurrentSession {
-    /// The session.
-    pub session: Session,
+    /// The session (a shared snapshot: see [`Validation::Valid`]).
+    pub session: Arc<Session>,
     /// The token presented.
     pub token: SessionToken,
 }
@@ -314,10 +314,7 @@ where
         let token = SessionToken::parse(text).map_err(|_| SessionRejection::Invalid)?;
         let client = auth.client_info(parts);
         match auth.manager.validate(&token, &client).await {
-            Ok(Validation::Valid(session)) => Ok(Self {
-                session: *session,
-                token,
-            }),
+            Ok(Validation::Valid(session)) => Ok(Self { session, token }),
             Ok(Validation::DeviceMismatch) => Err(SessionRejection::DeviceMismatch),
             Ok(Validation::Invalid) => Err(SessionRejection::Invalid),
             Err(e) => Err(SessionRejection::Store(e)),

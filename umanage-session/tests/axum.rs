@@ -26,7 +26,7 @@ use umanage_session::{
 };
 
 async fn me(CurrentSession { session, .. }: CurrentSession) -> String {
-    session.username
+    session.username.clone()
 }
 
 fn app(auth: SessionAuth) -> Router {

@@ -114,7 +114,7 @@ async fn login_records_the_location() {
     else {
         panic!()
     };
-    let loc = session.location.unwrap();
+    let loc = session.location.clone().unwrap();
     assert_eq!(
         (loc.country_code.as_deref(), loc.city.as_deref()),
         (Some("GB"), Some("London"))

@@ -65,14 +65,14 @@ fn client(ua: &str) -> ClientInfo {
 
 async fn login(m: &SessionManager, l: Login, c: &ClientInfo) -> (Session, SessionToken) {
     match m.login(l, c).await.unwrap() {
-        LoginOutcome::Created { session, token, .. } => (*session, token),
+        LoginOutcome::Created { session, token, .. } => (Session::clone(&session), token),
         other => panic!("{other:?}"),
     }
 }
 
 async fn valid(m: &SessionManager, t: &SessionToken, c: &ClientInfo) -> Option<Session> {
     match m.validate(t, c).await.unwrap() {
-        Validation::Valid(s) => Some(*s),
+        Validation::Valid(s) => Some(Session::clone(&s)),
         Validation::Invalid => None,
         other => panic!("{other:?}"),
     }

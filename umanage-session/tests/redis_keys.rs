@@ -36,7 +36,7 @@ async fn login(store: &RedisSessionStore, user: UserId, idle_ms: u64) -> (Sessio
         limit: None,
     };
     match store.create(new).await.unwrap() {
-        CreateOutcome::Created { session, .. } => (*session, token),
+        CreateOutcome::Created { session, .. } => (Session::clone(&session), token),
         other => panic!("{other:?}"),
     }
 }
@@ -148,4 +148,75 @@ async fn a_record_past_its_deadline_is_not_returned_while_redis_still_holds_it()
         .unwrap();
     assert_eq!(exists, 0, "the dead record was kept");
     assert!(store.list(user).await.unwrap().is_empty());
+}
+
+async fn pttl(c: &mut redis::aio::ConnectionManager, key: &str) -> i64 {
+    redis::cmd("PTTL").arg(key).query_async(c).await.unwrap()
+}
+
+/// Validations move the key TTLs lazily (only once the idle deadline passes the last TTL
+/// set), so check what that must never break: the record, its token pointer and its index
+/// entry always outlive the idle deadline, also across a rotation, and they never outlive
+/// it by more than the slack (`min(idle / 8, 60 s)`), nor the absolute deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_ttls_cover_the_idle_deadline_and_stay_close_to_it() {
+    let Some(ns) = testkit::redis().await else {
+        return;
+    };
+    let store = RedisSessionStore::new(ns.connection().clone());
+    let user = UserId::new();
+    let idle_ms: i64 = 800;
+    let slack_ms = idle_ms / 8;
+    let (session, mut token) = login(&store, user, idle_ms.unsigned_abs()).await;
+    let base = store.user_base(user);
+    let record = format!("{base}s:{}", session.id);
+    let mut c = ns.connection().manager();
+    for round in 0..12 {
+        tokio::time::sleep(Duration::from_millis(70)).await;
+        let mut t = Touch::default();
+        let next = (round == 5).then(|| SessionToken::generate(user).unwrap());
+        t.rotate_to = next.as_ref().map(SessionToken::hash);
+        let s = match store.touch(user, &token.hash(), t).await.unwrap() {
+            TouchOutcome::Valid(s) => s,
+            other => panic!("round {round}: {other:?}"),
+        };
+        if let Some(next) = next {
+            token = next;
+        }
+        let pointer = format!("{base}t:{}", token.hash().to_hex());
+        let now: Vec<String> = redis::cmd("TIME").query_async(&mut c).await.unwrap();
+        let now_ms = now[0].parse::<i64>().unwrap() * 1000 + now[1].parse::<i64>().unwrap() / 1000;
+        let left = s.idle_expires_at.timestamp_millis() - now_ms;
+        for key in [&record, &pointer] {
+            let ttl = pttl(&mut c, key).await;
+            assert!(
+                ttl >= left - 2,
+                "round {round}: {key} expires in {ttl} ms, the session in {left}"
+            );
+            assert!(
+                ttl <= left + slack_ms + 2,
+                "round {round}: {key} lingers {ttl} ms (session {left})"
+            );
+        }
+        let score: f64 = redis::cmd("ZSCORE")
+            .arg(format!("{base}idx"))
+            .arg(session.id.to_string())
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        assert!(
+            score as i64 >= s.idle_expires_at.timestamp_millis(),
+            "round {round}: index score below the deadline"
+        );
+        assert!(
+            pttl(&mut c, &format!("{base}idx")).await >= left - 2,
+            "round {round}: index expires first"
+        );
+    }
+    // Unused, the session dies at its idle deadline and its keys follow within the slack.
+    tokio::time::sleep(Duration::from_millis(
+        (idle_ms + slack_ms + 50).unsigned_abs(),
+    ))
+    .await;
+    assert!(keys(ns.connection(), &format!("{base}*")).await.is_empty());
 }

@@ -1,6 +1,7 @@
 //! In-memory [`SessionStore`] for single-instance hosts and tests.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -38,18 +39,44 @@ struct State {
     ops: u64,
 }
 
+/// Hasher of the token map: its keys are SHA-256 digests of CSPRNG tokens, already
+/// uniform, and nobody can choose them (a presented token that is not stored is only looked
+/// up, never inserted), so folding its four words together is hash enough, at a fraction
+/// of SipHash's cost.
+#[derive(Debug, Default, Clone, Copy)]
+struct DigestHasher(u64);
+
+impl std::hash::Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // `TokenHash` hashes its 32 bytes with one `write` (after a length prefix, which
+        // arrives as `write_usize` below and is ignored).
+        for chunk in bytes.chunks(8) {
+            let mut b = [0_u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(b);
+        }
+    }
+    fn write_usize(&mut self, _: usize) {}
+}
+
+type TokenMap<V> = HashMap<TokenHash, V, std::hash::BuildHasherDefault<DigestHasher>>;
+
 #[derive(Debug, Default)]
 struct UserState {
     sessions: HashMap<SessionId, Record>,
-    tokens: HashMap<TokenHash, SessionId>,
+    tokens: TokenMap<SessionId>,
     epoch: u64,
     families: HashMap<FamilyId, Family>,
-    refresh: HashMap<TokenHash, FamilyId>,
+    refresh: TokenMap<FamilyId>,
 }
 
 #[derive(Debug)]
 struct Record {
-    session: Session,
+    /// Shared with the snapshots handed out; changed copy-on-write ([`Arc::make_mut`]).
+    session: Arc<Session>,
     token: TokenHash,
 }
 
@@ -113,7 +140,7 @@ impl UserState {
     }
 
     fn slide(rec: &mut Record, now: DateTime<Utc>, ip: Option<std::net::IpAddr>) {
-        let s = &mut rec.session;
+        let s = Arc::make_mut(&mut rec.session);
         s.last_activity = now;
         s.idle_expires_at = add(now, s.idle_timeout).min(s.expires_at);
         if let Some(ip) = ip.map(umanage_core::net::canonical_ip) {
@@ -224,16 +251,17 @@ impl SessionStore for MemorySessionStore {
             s.device_mismatch = false;
             s.last_ip = s.ip;
             s.version = 1;
+            let s = Arc::new(s);
             u.tokens.insert(new.token, s.id);
             u.sessions.insert(
                 s.id,
                 Record {
-                    session: s.clone(),
+                    session: Arc::clone(&s),
                     token: new.token,
                 },
             );
             Ok(CreateOutcome::Created {
-                session: Box::new(s),
+                session: s,
                 evicted,
             })
         })
@@ -260,8 +288,10 @@ impl SessionStore for MemorySessionStore {
             if mismatch {
                 match touch.binding {
                     BindingPolicy::Reject => return Ok(TouchOutcome::DeviceMismatch(id)),
-                    BindingPolicy::Flag => rec.session.device_mismatch = true,
-                    BindingPolicy::Ignore => {}
+                    BindingPolicy::Flag if !rec.session.device_mismatch => {
+                        Arc::make_mut(&mut rec.session).device_mismatch = true;
+                    }
+                    BindingPolicy::Flag | BindingPolicy::Ignore => {}
                 }
             }
             UserState::slide(rec, now, touch.ip);
@@ -269,12 +299,12 @@ impl SessionStore for MemorySessionStore {
             if let Some(next) = touch.rotate_to {
                 rec.token = next;
             }
-            let session = rec.session.clone();
+            let session = Arc::clone(&rec.session);
             if let Some(next) = touch.rotate_to {
                 u.tokens.remove(&old);
                 u.tokens.insert(next, id);
             }
-            Ok(TouchOutcome::Valid(Box::new(session)))
+            Ok(TouchOutcome::Valid(session))
         })
     }
 
@@ -289,7 +319,7 @@ impl SessionStore for MemorySessionStore {
                     current: rec.session.version,
                 };
             }
-            let s = &mut rec.session;
+            let s = Arc::make_mut(&mut rec.session);
             s.username.clone_from(&session.username);
             s.email.clone_from(&session.email);
             s.roles.clone_from(&session.roles);
@@ -309,7 +339,11 @@ impl SessionStore for MemorySessionStore {
     #[tracing::instrument(level = "debug", skip_all, fields(user = %user))]
     async fn list(&self, user: UserId) -> Result<Vec<Session>> {
         Ok(self.with_user(user, |u, _| {
-            let mut out: Vec<Session> = u.sessions.values().map(|r| r.session.clone()).collect();
+            let mut out: Vec<Session> = u
+                .sessions
+                .values()
+                .map(|r| Session::clone(&r.session))
+                .collect();
             out.sort_by_key(|s| (s.created_at, s.id));
             out
         }))
@@ -402,7 +436,7 @@ impl SessionStore for MemorySessionStore {
                 };
                 UserState::slide(rec, now, None);
                 let old = std::mem::replace(&mut rec.token, request.next_session);
-                let session = rec.session.clone();
+                let session = Arc::clone(&rec.session);
                 u.tokens.remove(&old);
                 u.tokens.insert(request.next_session, sid);
                 if let Some(fam) = u.families.get_mut(&fid) {
@@ -414,7 +448,7 @@ impl SessionStore for MemorySessionStore {
                     fam.current = request.next_refresh;
                 }
                 u.refresh.insert(request.next_refresh, fid);
-                return Ok(RefreshOutcome::Rotated(Box::new(session)));
+                return Ok(RefreshOutcome::Rotated(session));
             }
             let grace = matches!(
                 &fam.previous,
@@ -425,7 +459,7 @@ impl SessionStore for MemorySessionStore {
             );
             if grace && let Some(rec) = u.sessions.get_mut(&sid) {
                 UserState::slide(rec, now, None);
-                return Ok(RefreshOutcome::Grace(Box::new(rec.session.clone())));
+                return Ok(RefreshOutcome::Grace(Arc::clone(&rec.session)));
             }
             // A used token again: the family is compromised.
             u.families.remove(&fid);
