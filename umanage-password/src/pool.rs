@@ -10,6 +10,27 @@
 //!
 //! A hash that has started always runs to completion and releases its slot, even when the
 //! caller's future is dropped, so the bound holds under cancellation too.
+//!
+//! # Argon2 lanes and rayon
+//!
+//! The `argon2` crate is built with its `parallel` feature: the `p` lanes of one hash run
+//! on **rayon's global thread pool** (one thread per CPU), not on the blocking thread that
+//! called it. That thread hands the lanes of each slice to rayon and waits (4 slices per
+//! pass), so two pools are involved:
+//!
+//! * CPU spent on hashing is capped by rayon's pool: however many hashes are in flight,
+//!   their lanes share its threads. `max_concurrent` above the CPU count therefore adds no
+//!   throughput, only memory (`max_concurrent × m`) and latency per hash; the default
+//!   (the CPU count) keeps every core busy during a burst.
+//! * `max_concurrent` is what bounds memory and queueing: a burst beyond it waits for a
+//!   slot (or gets [`PasswordError::Busy`]) instead of allocating more Argon2 matrices.
+//! * Hashing lanes and any other work the host runs on rayon's global pool queue behind
+//!   each other. A host that needs them apart can size the global pool with
+//!   `rayon::ThreadPoolBuilder::build_global` before the first hash.
+//!
+//! Without `parallel` the lanes would run one after another on the blocking thread (about
+//! 1.4× the C reference's wall time at p=4 on a 2-core machine); with it, one hash at the
+//! default parameters is on par with the C reference (see the crate README's benchmarks).
 
 use std::sync::Arc;
 use std::time::Duration;

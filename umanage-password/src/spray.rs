@@ -865,6 +865,7 @@ impl AccountDigest {
         Self(out)
     }
 
+    #[cfg(feature = "redis")]
     pub(crate) fn hex(self) -> String {
         hex::encode(self.0)
     }
