@@ -312,10 +312,7 @@ pub fn build(settings: Settings, stores: Stores, clock: SharedClock) -> Result<A
         .with_methods([Method::POST]),
     ])
     .map_err(|e| e.to_string())?;
-    let rate_layer = RateLimitLayer::builder(Arc::clone(&stores.limiter), rules)
-        .on_reject(rate_limited_response)
-        .build()
-        .map_err(|e| e.to_string())?;
+    let limiter = Arc::clone(&stores.limiter);
     let max_body = settings.max_body_bytes;
     let state = AppState {
         inner: Arc::new(Inner {
@@ -329,22 +326,22 @@ pub fn build(settings: Settings, stores: Stores, clock: SharedClock) -> Result<A
             account_limit,
         }),
     };
-    let router = Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/v1/users", post(register))
-        .route("/v1/sessions", post(login).get(list_sessions))
-        .route("/v1/sessions/current", delete(logout))
-        .route("/v1/sessions/{id}", delete(revoke_session))
-        .route("/v1/me", get(me))
-        .route("/v1/me/password", put(change_password))
-        .route("/v1/password/strength", post(strength))
-        .route("/v1/admin/audit", get(admin_audit))
-        .route("/v1/admin/audit/verify", get(admin_verify))
-        .route(
-            "/v1/admin/users/{id}/sessions",
-            get(admin_sessions).delete(admin_revoke_all),
-        )
+    // Rejections are audited with the request's context, then answered with the layer's
+    // RFC 9457 problem plus our `code` and the request id.
+    let hook_state = state.clone();
+    let rate_layer = RateLimitLayer::builder(limiter, rules)
+        .on_reject_async(move |parts, rejection| {
+            let state = hook_state.clone();
+            async move { rate_limited(&state.inner, &parts, &rejection).await }
+        })
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut router = Router::new();
+    for (method, path, handler) in routes() {
+        let _ = method;
+        router = router.route(path, handler);
+    }
+    let router = router
         .fallback(not_found)
         .layer(rate_layer)
         .layer(DefaultBodyLimit::max(max_body))
@@ -355,6 +352,36 @@ pub fn build(settings: Settings, stores: Stores, clock: SharedClock) -> Result<A
         logger,
         state,
     })
+}
+
+/// Every route: method, path, handler. The router is built from this table and the
+/// OpenAPI test checks the document against it, so neither can drift from the other.
+pub fn routes() -> Vec<(Method, &'static str, axum::routing::MethodRouter<AppState>)> {
+    vec![
+        (Method::GET, "/healthz", get(healthz)),
+        (Method::GET, "/readyz", get(readyz)),
+        (Method::GET, "/openapi.json", get(openapi_json)),
+        (Method::POST, "/v1/users", post(register)),
+        (Method::POST, "/v1/sessions", post(login)),
+        (Method::GET, "/v1/sessions", get(list_sessions)),
+        (Method::DELETE, "/v1/sessions/current", delete(logout)),
+        (Method::DELETE, "/v1/sessions/{id}", delete(revoke_session)),
+        (Method::GET, "/v1/me", get(me)),
+        (Method::PUT, "/v1/me/password", put(change_password)),
+        (Method::POST, "/v1/password/strength", post(strength)),
+        (Method::GET, "/v1/admin/audit", get(admin_audit)),
+        (Method::GET, "/v1/admin/audit/verify", get(admin_verify)),
+        (
+            Method::GET,
+            "/v1/admin/users/{id}/sessions",
+            get(admin_sessions),
+        ),
+        (
+            Method::DELETE,
+            "/v1/admin/users/{id}/sessions",
+            delete(admin_revoke_all),
+        ),
+    ]
 }
 
 /// Creates the first admin from the given credentials when no admin exists.
@@ -592,20 +619,41 @@ fn password_err(err: &PasswordError) -> Problem {
     }
 }
 
-fn rate_limited_response(rejection: &Rejection) -> http::Response<String> {
-    let problem = Problem::new(
-        StatusCode::TOO_MANY_REQUESTS,
-        "rate_limited",
-        "Too many requests",
-        "slow down and retry later",
+async fn rate_limited(
+    s: &Inner,
+    parts: &http::request::Parts,
+    rejection: &Rejection,
+) -> http::Response<String> {
+    let ctx = parts
+        .extensions
+        .get::<RequestContext>()
+        .cloned()
+        .unwrap_or_default();
+    let code = if rejection.backend_degraded {
+        "rate_limiter_unavailable"
+    } else {
+        "rate_limited"
+    };
+    audit(
+        s,
+        event_types::RATE_LIMITED,
+        &ctx,
+        ctx.user_id,
+        Outcome::Failure,
+        &[
+            ("rule", rejection.rule.as_str()),
+            ("path", parts.uri.path()),
+            ("code", code),
+        ],
     )
-    .with("rule", json!(rejection.rule));
-    let mut res = http::Response::new(problem.body());
-    *res.status_mut() = StatusCode::TOO_MANY_REQUESTS;
-    res.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/problem+json"),
-    );
+    .await;
+    let mut body = rejection.problem();
+    body["code"] = json!(code);
+    if let Some(id) = &ctx.request_id {
+        body["request_id"] = json!(id);
+    }
+    let mut res = rejection.problem_response();
+    *res.body_mut() = body.to_string();
     res
 }
 
@@ -654,12 +702,7 @@ fn parse_json<T: serde::de::DeserializeOwned>(
 }
 
 // ---------------------------------------------------------------------------------------
-// Edge middleware: request id, client address, security headers, problem bodies, audit of
-// rate-limit rejections.
-
-/// Marks a response whose rejection the handler already audited.
-#[derive(Clone, Copy)]
-struct Audited;
+// Edge middleware: request id, client address, security headers, problem bodies.
 
 async fn edge(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let request_id = req
@@ -691,23 +734,6 @@ async fn edge(State(state): State<AppState>, mut req: Request, next: Next) -> Re
     req.extensions_mut().insert(ctx.clone());
     let mut res = next.run(req).await;
     let status = res.status();
-    if status == StatusCode::TOO_MANY_REQUESTS && res.extensions().get::<Audited>().is_none() {
-        let rule = res
-            .headers()
-            .get("ratelimit")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
-        audit(
-            &state.inner,
-            event_types::RATE_LIMITED,
-            &ctx,
-            None,
-            Outcome::Failure,
-            &[("rule", &rule)],
-        )
-        .await;
-    }
     let is_problem = res
         .headers()
         .get(header::CONTENT_TYPE)
@@ -831,10 +857,56 @@ async fn not_found() -> Problem {
     Problem::for_status(StatusCode::NOT_FOUND)
 }
 
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "health",
+    description = "This document (OpenAPI 3.1), generated from the handlers' annotations.",
+    responses(
+        (status = 200, description = "the OpenAPI document", body = Object),
+        (status = 429, description = "rate limited, with `Retry-After` (`rate_limited`)", body = ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
+async fn openapi_json() -> Response {
+    static DOC: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        use utoipa::OpenApi as _;
+        ApiDoc::openapi()
+            .to_json()
+            .unwrap_or_else(|_| "{}".to_owned())
+    });
+    let mut res = Response::new(Body::from(DOC.as_str()));
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    res
+}
+
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "health",
+    description = "The process is up.",
+    responses(
+        (status = 200, description = "up", body = HealthDoc),
+        (status = 429, description = "rate limited, with `Retry-After` (`rate_limited`)", body = ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
 async fn healthz() -> Response {
     axum::Json(json!({"status": "ok"})).into_response()
 }
 
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "health",
+    description = "Every backend answers (Redis PING, Postgres SELECT 1) within the readiness timeout.",
+    responses(
+        (status = 200, description = "ready", body = ReadyDoc),
+        (status = 429, description = "rate limited, with `Retry-After` (`rate_limited`)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "a backend or the hashing pool is unavailable; retry later (`unavailable`, `busy`, `not_ready`)", body = ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
 async fn readyz(State(state): State<AppState>) -> Response {
     let s = &state.inner;
     let timeout = s.settings.readiness_timeout;
@@ -865,14 +937,36 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-#[derive(Deserialize)]
+/// `POST /v1/users`.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RegisterBody {
+    /// Letters, digits, `.`, `_`, `-`; unique case-insensitively after NFKC.
     username: String,
+    /// Unique case-insensitively (the domain is lower-cased, the local part kept).
     email: String,
+    /// Checked against the password policy.
+    #[schema(value_type = String, format = Password)]
     password: SecretString,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/users",
+    tag = "users",
+    description = "Registers an account; the password must pass the policy.",
+    request_body(content = RegisterBody, content_type = "application/json"),
+    responses(
+        (status = 201, description = "created", body = AccountDoc),
+        (status = 400, description = "malformed JSON, invalid UTF-8 or a bad query (`malformed_json`, `invalid_utf8`, `invalid_query`)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "conflict (`username_taken`, `email_taken`, `session_limit`, `conflict`)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 413, description = "the body is larger than the limit (`body_too_large`)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 415, description = "the body is not `application/json` (`unsupported_media_type`)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "validation failed: every violation in `violations` (`validation_failed`, `invalid_fields`)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 429, description = "rate limited, with `Retry-After` (`rate_limited`)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "a backend or the hashing pool is unavailable; retry later (`unavailable`, `busy`, `not_ready`)", body = ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
 async fn register(
     State(state): State<AppState>,
     ctx: Option<axum::Extension<RequestContext>>,
@@ -972,13 +1066,34 @@ fn account_json(a: &Account) -> Value {
     })
 }
 
-#[derive(Deserialize)]
+/// `POST /v1/sessions`.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct LoginBody {
+    /// The username or the email address.
     login: String,
+    #[schema(value_type = String, format = Password)]
     password: SecretString,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/sessions",
+    tag = "sessions",
+    description = "Logs in by username or email; returns a bearer token and sets the session cookie. Unknown users get the same 401 as a wrong password.",
+    request_body(content = LoginBody, content_type = "application/json"),
+    responses(
+        (status = 201, description = "session created", body = LoginDoc),
+        (status = 400, description = "malformed JSON, invalid UTF-8 or a bad query (`malformed_json`, `invalid_utf8`, `invalid_query`)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "no valid session, or wrong credentials (`unauthenticated`, `invalid_credentials`)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "conflict (`username_taken`, `email_taken`, `session_limit`, `conflict`)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 413, description = "the body is larger than the limit (`body_too_large`)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 415, description = "the body is not `application/json` (`unsupported_media_type`)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "validation failed: every violation in `violations` (`validation_failed`, `invalid_fields`)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 429, description = "rate limited, with `Retry-After` (`rate_limited`)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "a backend or the hashing pool is unavailable; retry later (`unavailable`, `busy`, `not_ready`)", body = ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
 async fn login(
     State(state): State<AppState>,
     ctx: Option<axum::Extension<RequestContext>>,
@@ -1141,14 +1256,28 @@ fn too_many(d: &Decision) -> Response {
         "Too many requests",
         "too many login attempts for this account",
     )
+    .with("rule", json!("login-per-account"))
+    .with("retry_after", json!(retry))
     .into_response();
     if let Ok(v) = HeaderValue::from_str(&retry.to_string()) {
         res.headers_mut().insert(header::RETRY_AFTER, v);
     }
-    res.extensions_mut().insert(Audited);
     res
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/me",
+    tag = "users",
+    description = "The authenticated account.",
+    security(("bearer" = []), ("cookie" = [])),
+    responses(
+        (status = 200, description = "the account", body = AccountDoc),
+        (status = 401, description = "no valid session, or wrong credentials (`unauthenticated`, `invalid_credentials`)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 429, description = "rate limited, with `Retry-After` (`rate_limited`)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "a backend or the hashing pool is unavailable; retry later (`unavailable`, `busy`, `not_ready`)", body = ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
 async fn me(
     State(state): State<AppState>,
     ctx: Option<axum::Extension<RequestContext>>,
@@ -1181,6 +1310,19 @@ fn session_json(session: &Session, current: Option<SessionId>) -> Value {
     })
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/sessions",
+    tag = "sessions",
+    description = "My active sessions.",
+    security(("bearer" = []), ("cookie" = [])),
+    responses(
+        (status = 200, description = "the sessions", body = SessionListDoc),
+        (status = 401, description = "no valid session, or wrong credentials (`unauthenticated`, `invalid_credentials`)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 429, description = "rate limited, with `Retry-After` (`rate_limited`)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "a backend or the hashing pool is unavailable; retry later (`unavailable`, `busy`, `not_ready`)", body = ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
 async fn list_sessions(
     State(state): State<AppState>,
     ctx: Option<axum::Extension<RequestContext>>,
@@ -1201,6 +1343,19 @@ async fn list_sessions(
     Ok(axum::Json(json!({"sessions": items})).into_response())
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/sessions/current",
+    tag = "sessions",
+    description = "Logs out (revokes the current session).",
+    security(("bearer" = []), ("cookie" = [])),
+    responses(
+        (status = 204, description = "logged out"),
+        (status = 401, description = "no valid session, or wrong credentials (`unauthenticated`, `invalid_credentials`)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 429, description = "rate limited, with `Retry-After` (`rate_limited`)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "a backend or the hashing pool is unavailable; retry later (`unavailable`, `busy`, `not_ready`)", body = ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
 async fn logout(
     State(state): State<AppState>,
     ctx: Option<axum::Extension<RequestContext>>,
@@ -1233,6 +1388,21 @@ async fn logout(
     Ok(res)
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/sessions/{id}",
+    tag = "sessions",
+    description = "Revokes one of my sessions.",
+    params(("id" = String, Path, description = "the session id")),
+    security(("bearer" = []), ("cookie" = [])),
+    responses(
+        (status = 204, description = "revoked"),
+        (status = 401, description = "no valid session, or wrong credentials (`unauthenticated`, `invalid_credentials`)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "no such session or user (`not_found`, `session_not_found`)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 429, description = "rate limited, with `Retry-After` (`rate_limited`)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "a backend or the hashing pool is unavailable; retry later (`unavailable`, `busy`, `not_ready`)", body = ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
 async fn revoke_session(
     State(state): State<AppState>,
     ctx: Option<axum::Extension<RequestContext>>,
@@ -1273,13 +1443,35 @@ async fn revoke_session(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-#[derive(Deserialize)]
+/// `PUT /v1/me/password`.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ChangePasswordBody {
+    #[schema(value_type = String, format = Password)]
     current_password: SecretString,
+    #[schema(value_type = String, format = Password)]
     new_password: SecretString,
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/me/password",
+    tag = "users",
+    description = "Changes my password (policy, history, minimum age); my other sessions are revoked.",
+    request_body(content = ChangePasswordBody, content_type = "application/json"),
+    security(("bearer" = []), ("cookie" = [])),
+    responses(
+        (status = 204, description = "changed"),
+        (status = 400, description = "malformed JSON, invalid UTF-8 or a bad query (`malformed_json`, `invalid_utf8`, `invalid_query`)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "no valid session, or wrong credentials (`unauthenticated`, `invalid_credentials`)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "conflict (`username_taken`, `email_taken`, `session_limit`, `conflict`)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 413, description = "the body is larger than the limit (`body_too_large`)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 415, description = "the body is not `application/json` (`unsupported_media_type`)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "validation failed: every violation in `violations` (`validation_failed`, `invalid_fields`)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 429, description = "rate limited, with `Retry-After` (`rate_limited`)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "a backend or the hashing pool is unavailable; retry later (`unavailable`, `busy`, `not_ready`)", body = ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
 async fn change_password(
     State(state): State<AppState>,
     ctx: Option<axum::Extension<RequestContext>>,
@@ -1390,9 +1582,11 @@ async fn change_password(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-#[derive(Deserialize)]
+/// `POST /v1/password/strength`.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct StrengthBody {
+    #[schema(value_type = String, format = Password)]
     password: SecretString,
     #[serde(default)]
     username: Option<String>,
@@ -1400,6 +1594,21 @@ struct StrengthBody {
     email: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/password/strength",
+    tag = "users",
+    description = "Strength estimate and policy violations of a candidate password, for a live meter.",
+    request_body(content = StrengthBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "the estimate", body = StrengthDoc),
+        (status = 400, description = "malformed JSON, invalid UTF-8 or a bad query (`malformed_json`, `invalid_utf8`, `invalid_query`)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 413, description = "the body is larger than the limit (`body_too_large`)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 415, description = "the body is not `application/json` (`unsupported_media_type`)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "validation failed: every violation in `violations` (`validation_failed`, `invalid_fields`)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 429, description = "rate limited, with `Retry-After` (`rate_limited`)", body = ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
 async fn strength(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -1455,17 +1664,44 @@ async fn require_admin(
     }
 }
 
-#[derive(Deserialize)]
+/// The filters of `GET /v1/admin/audit`.
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct AuditParams {
+    /// Actor id (a user id, or `anonymous`).
     actor: Option<String>,
+    /// Event type, e.g. `auth.login.failure`.
     #[serde(rename = "type")]
     event_type: Option<String>,
+    /// `success`, `failure` or `partial`.
     result: Option<String>,
+    /// Events at or after this RFC 3339 time.
+    from: Option<String>,
+    /// Events before this RFC 3339 time.
+    to: Option<String>,
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
+    /// Page size, 1-500 (default 50).
     limit: Option<u32>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/audit",
+    tag = "admin",
+    description = "Audit events, newest first, with a cursor (role `admin`).",
+    params(AuditParams),
+    security(("bearer" = []), ("cookie" = [])),
+    responses(
+        (status = 200, description = "a page of events", body = AuditPageDoc),
+        (status = 400, description = "malformed JSON, invalid UTF-8 or a bad query (`malformed_json`, `invalid_utf8`, `invalid_query`)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "no valid session, or wrong credentials (`unauthenticated`, `invalid_credentials`)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "the admin role is required (`forbidden`)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 429, description = "rate limited, with `Retry-After` (`rate_limited`)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "a backend or the hashing pool is unavailable; retry later (`unavailable`, `busy`, `not_ready`)", body = ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
 async fn admin_audit(
     State(state): State<AppState>,
     ctx: Option<axum::Extension<RequestContext>>,
@@ -1506,6 +1742,24 @@ async fn admin_audit(
         };
         filter = filter.result(outcome);
     }
+    if p.from.is_some() || p.to.is_some() {
+        let parse = |v: Option<&str>, default| match v {
+            None => Ok(default),
+            Some(t) => chrono::DateTime::parse_from_rfc3339(t)
+                .map(|d| d.with_timezone(&chrono::Utc))
+                .map_err(|_| {
+                    Problem::new(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_query",
+                        "Bad request",
+                        "from and to must be RFC 3339 times",
+                    )
+                }),
+        };
+        let from = parse(p.from.as_deref(), chrono::DateTime::<chrono::Utc>::MIN_UTC)?;
+        let to = parse(p.to.as_deref(), chrono::DateTime::<chrono::Utc>::MAX_UTC)?;
+        filter = filter.between(from, to);
+    }
     let mut query = AuditQuery::new(filter)
         .order(umanage::audit::Order::NewestFirst)
         .limit(p.limit.unwrap_or(50).clamp(1, 500));
@@ -1530,6 +1784,20 @@ async fn admin_audit(
     Ok(axum::Json(json!({"events": events, "next_cursor": page.next_cursor})).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/audit/verify",
+    tag = "admin",
+    description = "Verifies the audit hash chain and checkpoints (role `admin`).",
+    security(("bearer" = []), ("cookie" = [])),
+    responses(
+        (status = 200, description = "the verification report", body = VerifyDoc),
+        (status = 401, description = "no valid session, or wrong credentials (`unauthenticated`, `invalid_credentials`)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "the admin role is required (`forbidden`)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 429, description = "rate limited, with `Retry-After` (`rate_limited`)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "a backend or the hashing pool is unavailable; retry later (`unavailable`, `busy`, `not_ready`)", body = ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
 async fn admin_verify(
     State(state): State<AppState>,
     ctx: Option<axum::Extension<RequestContext>>,
@@ -1552,6 +1820,22 @@ async fn admin_verify(
     .into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/users/{id}/sessions",
+    tag = "admin",
+    description = "A user's sessions (role `admin`).",
+    params(("id" = String, Path, description = "the user id")),
+    security(("bearer" = []), ("cookie" = [])),
+    responses(
+        (status = 200, description = "the sessions", body = SessionListDoc),
+        (status = 401, description = "no valid session, or wrong credentials (`unauthenticated`, `invalid_credentials`)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "the admin role is required (`forbidden`)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "no such session or user (`not_found`, `session_not_found`)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 429, description = "rate limited, with `Retry-After` (`rate_limited`)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "a backend or the hashing pool is unavailable; retry later (`unavailable`, `busy`, `not_ready`)", body = ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
 async fn admin_sessions(
     State(state): State<AppState>,
     ctx: Option<axum::Extension<RequestContext>>,
@@ -1569,6 +1853,22 @@ async fn admin_sessions(
     Ok(axum::Json(json!({"sessions": items})).into_response())
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/admin/users/{id}/sessions",
+    tag = "admin",
+    description = "Revokes all of a user's sessions (role `admin`).",
+    params(("id" = String, Path, description = "the user id")),
+    security(("bearer" = []), ("cookie" = [])),
+    responses(
+        (status = 204, description = "revoked"),
+        (status = 401, description = "no valid session, or wrong credentials (`unauthenticated`, `invalid_credentials`)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "the admin role is required (`forbidden`)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "no such session or user (`not_found`, `session_not_found`)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 429, description = "rate limited, with `Retry-After` (`rate_limited`)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "a backend or the hashing pool is unavailable; retry later (`unavailable`, `busy`, `not_ready`)", body = ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
 async fn admin_revoke_all(
     State(state): State<AppState>,
     ctx: Option<axum::Extension<RequestContext>>,
@@ -1598,4 +1898,235 @@ async fn admin_revoke_all(
     )
     .await;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+// ---------------------------------------------------------------------------------------
+// OpenAPI: the document served at /openapi.json. Request bodies are the handlers' own
+// types; response shapes are described by the `*Doc` types below (the e2e test checks
+// real responses against their property lists).
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "umanage example server",
+        description = "User management over HTTP on the umanage SDK. Every error is an RFC 9457 `application/problem+json` with a stable `code`.",
+        version = "0.1.0",
+    ),
+    paths(
+        healthz,
+        readyz,
+        openapi_json,
+        register,
+        login,
+        list_sessions,
+        logout,
+        revoke_session,
+        me,
+        change_password,
+        strength,
+        admin_audit,
+        admin_verify,
+        admin_sessions,
+        admin_revoke_all,
+    ),
+    components(schemas(
+        RegisterBody,
+        LoginBody,
+        ChangePasswordBody,
+        StrengthBody,
+        ProblemDoc,
+        ViolationDoc,
+        AccountDoc,
+        LoginDoc,
+        SessionRefDoc,
+        SessionDoc,
+        SessionListDoc,
+        StrengthDoc,
+        AuditPageDoc,
+        AuditItemDoc,
+        VerifyDoc,
+        ReadyDoc,
+        HealthDoc,
+    )),
+    modifiers(&SecuritySchemes),
+    tags(
+        (name = "users", description = "registration, the current account, passwords"),
+        (name = "sessions", description = "login, logout, my sessions"),
+        (name = "admin", description = "audit trail and session administration (role `admin`)"),
+        (name = "health", description = "liveness, readiness, this document"),
+    )
+)]
+pub struct ApiDoc;
+
+struct SecuritySchemes;
+
+impl utoipa::Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{
+            ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme,
+        };
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        components.add_security_scheme(
+            "cookie",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(COOKIE))),
+        );
+    }
+}
+
+/// An RFC 9457 problem (`application/problem+json`).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct ProblemDoc {
+    /// `urn:umanage:problem:<code>`.
+    #[schema(rename = "type")]
+    r#type: String,
+    title: String,
+    status: u16,
+    /// Stable machine-readable code.
+    code: String,
+    detail: String,
+    /// Every violated rule (422).
+    violations: Option<Vec<ViolationDoc>>,
+    /// Seconds to wait (429, busy).
+    retry_after: Option<u64>,
+    /// The rate-limit rule that rejected the request (429).
+    rule: Option<String>,
+    /// The request id (also in `X-Request-Id`).
+    request_id: Option<String>,
+    /// Per-backend state (`/readyz` 503).
+    #[schema(value_type = Option<Object>)]
+    checks: Option<()>,
+}
+
+/// One broken rule.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct ViolationDoc {
+    /// Stable code (`too_short`, `password_reused`, `invalid_username`, ...).
+    code: String,
+    message: String,
+    #[schema(value_type = Option<Object>)]
+    params: Option<()>,
+}
+
+/// An account.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct AccountDoc {
+    id: String,
+    username: String,
+    email: String,
+    roles: Vec<String>,
+    #[schema(format = DateTime)]
+    created_at: String,
+}
+
+/// A new session.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct LoginDoc {
+    /// The bearer token (also set as the `umanage_session` cookie).
+    token: String,
+    session: SessionRefDoc,
+    /// The password has expired and must be changed (the login itself succeeded).
+    password_expired: bool,
+    #[schema(format = DateTime)]
+    password_expires_at: Option<String>,
+}
+
+/// The session a login created.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct SessionRefDoc {
+    id: String,
+    #[schema(format = DateTime)]
+    expires_at: String,
+    #[schema(format = DateTime)]
+    idle_expires_at: String,
+}
+
+/// A session.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct SessionDoc {
+    id: String,
+    #[schema(format = DateTime)]
+    created_at: String,
+    #[schema(format = DateTime)]
+    last_activity: String,
+    #[schema(format = DateTime)]
+    expires_at: String,
+    #[schema(format = DateTime)]
+    idle_expires_at: String,
+    ip: Option<String>,
+    user_agent: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    location: Option<()>,
+    /// Whether this is the session of the request.
+    current: bool,
+}
+
+/// A list of sessions.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct SessionListDoc {
+    sessions: Vec<SessionDoc>,
+}
+
+/// A strength estimate.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct StrengthDoc {
+    /// zxcvbn score 0-4.
+    score: u8,
+    guesses_log10: f64,
+    #[schema(value_type = Object)]
+    feedback: (),
+    violations: Vec<ViolationDoc>,
+}
+
+/// A page of audit events.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct AuditPageDoc {
+    events: Vec<AuditItemDoc>,
+    next_cursor: Option<String>,
+}
+
+/// One stored audit event.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct AuditItemDoc {
+    seq: u64,
+    #[schema(value_type = Object)]
+    event: (),
+}
+
+/// The audit chain verification.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct VerifyDoc {
+    ok: bool,
+    checked: u64,
+    first_bad: Option<String>,
+}
+
+/// Readiness.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct ReadyDoc {
+    ready: bool,
+    #[schema(value_type = Object)]
+    checks: (),
+}
+
+/// Liveness.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct HealthDoc {
+    status: String,
 }
