@@ -665,6 +665,11 @@ mod memory {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn spray() {
+        super::spray_case(stores()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn readyz_without_backends() {
         let server = Server::start(stores()).await;
         let r = server.get("/readyz", None).await;
@@ -782,6 +787,19 @@ mod redis_postgres {
             None
         );
         server.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn spray() {
+        let Some(redis) = testkit::redis().await else {
+            eprintln!("skipped: UMANAGE_TEST_REDIS_URL not set");
+            return;
+        };
+        super::spray_case(
+            app::Stores::memory(&SystemClock::shared()).with_redis(redis.connection()),
+        )
+        .await;
+        drop(redis);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1079,5 +1097,83 @@ async fn openapi_documents_every_route() {
     for v in r.json()["violations"].as_array().unwrap() {
         assert!(keys(v).is_subset(&schema("ViolationDoc")), "{v}");
     }
+    server.stop().await;
+}
+
+/// Spray protection: one client failing on many distinct accounts is blocked (429 +
+/// Retry-After, before hashing), the block is audited, other clients are unaffected.
+async fn spray_case(stores: app::Stores) {
+    let cfg = config::ServerConfig::parse(
+        r#"
+        [rate_limits]
+        logins_per_minute = 1000
+        logins_per_account = 1000
+        [spray]
+        per_source = { window = "15m", block_at = 4 }
+        [proxies]
+        trusted_proxies = ["127.0.0.0/8"]
+        "#,
+    )
+    .unwrap();
+    let server = Server::start_with(stores, app::Settings::from_config(&cfg).unwrap()).await;
+    let attempt = |user: String, xff: &'static str| {
+        let body = json!({"login": user, "password": "Spring2026 password!"}).to_string();
+        let server = &server;
+        async move {
+            server
+                .send(
+                    "POST",
+                    "/v1/sessions",
+                    None,
+                    Some(body.as_bytes()),
+                    &[
+                        ("Content-Type", "application/json"),
+                        ("X-Forwarded-For", xff),
+                    ],
+                )
+                .await
+        }
+    };
+    for i in 0..4 {
+        attempt(format!("victim{i}"), "203.0.113.7")
+            .await
+            .assert_problem(401, "invalid_credentials");
+    }
+    let r = attempt("victim9".into(), "203.0.113.7").await;
+    r.assert_problem(429, "spray_blocked");
+    assert!(r.header("retry-after").unwrap().parse::<u64>().unwrap() >= 1);
+    // Even the right password of a real account is not checked from that source.
+    let r = attempt("root".into(), "203.0.113.7").await;
+    r.assert_problem(429, "spray_blocked");
+    // Another client logs in normally, and finds the block in the audit trail.
+    let r = server
+        .send(
+            "POST",
+            "/v1/sessions",
+            None,
+            Some(
+                json!({"login": "root", "password": ADMIN_PASSWORD})
+                    .to_string()
+                    .as_bytes(),
+            ),
+            &[
+                ("Content-Type", "application/json"),
+                ("X-Forwarded-For", "203.0.113.8"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let root = r.json()["token"].as_str().unwrap().to_owned();
+    let r = server
+        .get("/v1/admin/audit?type=security.spray_detected", Some(&root))
+        .await;
+    let events = r.json()["events"].as_array().unwrap().clone();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"]["metadata"]["action"] == "block"
+                && e["event"]["actor_type"] == "anonymous"),
+        "{events:?}"
+    );
     server.stop().await;
 }

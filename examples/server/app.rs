@@ -32,6 +32,9 @@ use umanage::password::pool::{HashingPool, PoolConfig};
 use umanage::password::service::{
     ChangeOutcome, ExpiryStatus, LoginOutcome as PasswordLogin, PasswordService,
 };
+use umanage::password::spray::{
+    LoginAttempt, MemorySprayDetector, SprayAction, SprayConfig, SprayDetector,
+};
 use umanage::password::store::CredentialStore;
 use umanage::password::{
     HasherConfig, NormalizedPassword, PasswordError, PasswordHasher, PasswordPolicy, UserInfo,
@@ -75,6 +78,8 @@ pub struct Settings {
     pub secure_cookie: bool,
     /// How long `/readyz` waits for each backend.
     pub readiness_timeout: Duration,
+    /// Password-spray detection thresholds.
+    pub spray: SprayConfig,
     /// The HMAC key for audit checkpoints (random when not configured).
     pub audit_key: Vec<u8>,
 }
@@ -128,6 +133,7 @@ impl Settings {
             max_body_bytes: cfg.http.max_body_bytes,
             secure_cookie: cfg.http.secure_cookie,
             readiness_timeout: cfg.http.readiness_timeout,
+            spray: cfg.spray.clone(),
             audit_key,
         })
     }
@@ -148,6 +154,9 @@ pub struct Stores {
     pub audit: Arc<dyn AuditStorage>,
     /// What `/readyz` pings.
     pub probes: Vec<Probe>,
+    /// Redis for spray detection (in memory when `None`).
+    #[cfg(feature = "redis")]
+    pub redis: Option<umanage::core::redis::RedisConnection>,
 }
 
 /// A backend connection `/readyz` checks.
@@ -208,6 +217,8 @@ impl Stores {
             )),
             audit: Arc::new(umanage::audit::MemoryAuditStorage::new()),
             probes: Vec::new(),
+            #[cfg(feature = "redis")]
+            redis: None,
         }
     }
 
@@ -218,7 +229,20 @@ impl Stores {
         self.sessions = Arc::new(umanage::session::RedisSessionStore::new(conn.clone()));
         self.limiter = Arc::new(umanage::ratelimit::RedisRateLimiter::new(conn.clone()));
         self.probes.push(Probe::Redis(conn.clone()));
+        self.redis = Some(conn.clone());
         self
+    }
+
+    /// The spray detector: Redis when configured (shared by every instance), else memory.
+    fn spray(&self, config: SprayConfig, clock: &SharedClock) -> Arc<dyn SprayDetector> {
+        #[cfg(feature = "redis")]
+        if let Some(conn) = &self.redis {
+            return Arc::new(umanage::password::spray::RedisSprayDetector::new(
+                conn.clone(),
+                config,
+            ));
+        }
+        Arc::new(MemorySprayDetector::with_clock(config, clock.clone()))
     }
 
     /// Accounts, credentials and audit on Postgres, after applying every migration.
@@ -253,6 +277,7 @@ struct Inner {
     stores: Stores,
     clock: SharedClock,
     passwords: PasswordService,
+    spray: Arc<dyn SprayDetector>,
     sessions: SessionManager,
     logger: AuditLogger,
     chain: AuditChain,
@@ -313,6 +338,7 @@ pub fn build(settings: Settings, stores: Stores, clock: SharedClock) -> Result<A
     ])
     .map_err(|e| e.to_string())?;
     let limiter = Arc::clone(&stores.limiter);
+    let spray = stores.spray(settings.spray.clone(), &clock);
     let max_body = settings.max_body_bytes;
     let state = AppState {
         inner: Arc::new(Inner {
@@ -320,6 +346,7 @@ pub fn build(settings: Settings, stores: Stores, clock: SharedClock) -> Result<A
             stores,
             clock,
             passwords,
+            spray,
             sessions,
             logger: logger.clone(),
             chain,
@@ -1090,7 +1117,7 @@ struct LoginBody {
         (status = 413, description = "the body is larger than the limit (`body_too_large`)", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 415, description = "the body is not `application/json` (`unsupported_media_type`)", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 422, description = "validation failed: every violation in `violations` (`validation_failed`, `invalid_fields`)", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 429, description = "rate limited, with `Retry-After` (`rate_limited`)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 429, description = "rate limited or blocked by spray protection, with `Retry-After` (`rate_limited`, `spray_blocked`, `spray_slow_down`, `challenge_required`)", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 503, description = "a backend or the hashing pool is unavailable; retry later (`unavailable`, `busy`, `not_ready`)", body = ProblemDoc, content_type = "application/problem+json"),
     )
 )]
@@ -1140,6 +1167,29 @@ async fn login(
             return Ok(too_many(d));
         }
     }
+    // Password spraying: one source trying many accounts, many sources on one account, a
+    // global failure spike. Judged before any hashing; a backend outage fails open.
+    let login_key = body.login.trim().to_lowercase();
+    let source = ctx.client_ip;
+    if let Some(ip) = source {
+        match s.spray.assess(&LoginAttempt::new(ip, &login_key)).await {
+            Ok(a) if !a.action.is_allow() => {
+                let reasons: Vec<String> = a
+                    .reasons
+                    .iter()
+                    .map(|r| {
+                        serde_json::to_value(r)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_owned))
+                            .unwrap_or_else(|| format!("{r:?}"))
+                    })
+                    .collect();
+                return Ok(spray_rejection(s, &ctx, &a.action, &reasons.join(",")).await);
+            }
+            Ok(_) => {}
+            Err(e) => eprintln!("spray detector unavailable, allowing: {e}"),
+        }
+    }
     // An unknown login is checked against a user that has no credential, which costs the
     // same dummy verification as a real one (timing does not tell who exists).
     let subject = account.as_ref().map_or_else(UserId::new, |a| a.id);
@@ -1152,6 +1202,18 @@ async fn login(
         None => PasswordLogin::Failure,
     };
     let now = s.clock.now();
+    if let Some(ip) = source {
+        let attempt = LoginAttempt::new(ip, &login_key);
+        let ok = matches!(verified, PasswordLogin::Success { .. });
+        let recorded = if ok {
+            s.spray.record_success(&attempt).await
+        } else {
+            s.spray.record_failure(&attempt).await
+        };
+        if let Err(e) = recorded {
+            eprintln!("spray detector unavailable: {e}");
+        }
+    }
     let Some(account) = account else {
         audit(
             s,
@@ -1246,6 +1308,60 @@ async fn login(
         res.headers_mut().insert(header::SET_COOKIE, v);
     }
     Ok(res)
+}
+
+async fn spray_rejection(
+    s: &Inner,
+    ctx: &RequestContext,
+    action: &SprayAction,
+    reasons: &str,
+) -> Response {
+    let (code, detail, retry) = match action {
+        SprayAction::Block { retry_after } => (
+            "spray_blocked",
+            "too many failed logins across accounts from here; retry later",
+            Some(*retry_after),
+        ),
+        SprayAction::SlowDown { delay } => (
+            "spray_slow_down",
+            "login attempts are being slowed down; retry after the delay",
+            Some(*delay),
+        ),
+        _ => (
+            "challenge_required",
+            "suspicious login pattern: a challenge is required, which this server cannot offer; retry later",
+            None,
+        ),
+    };
+    let action_name = match action {
+        SprayAction::Block { .. } => "block",
+        SprayAction::SlowDown { .. } => "slow_down",
+        _ => "challenge",
+    };
+    audit(
+        s,
+        event_types::SPRAY_DETECTED,
+        ctx,
+        None,
+        Outcome::Failure,
+        &[("action", action_name), ("reasons", reasons)],
+    )
+    .await;
+    let mut problem = Problem::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        code,
+        "Too many requests",
+        detail,
+    );
+    let secs = retry.map(|d| d.as_secs_f64().ceil().max(1.0) as u64);
+    if let Some(secs) = secs {
+        problem = problem.with("retry_after", json!(secs));
+    }
+    let mut res = problem.into_response();
+    if let Some(v) = secs.and_then(|secs| HeaderValue::from_str(&secs.to_string()).ok()) {
+        res.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    res
 }
 
 fn too_many(d: &Decision) -> Response {

@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use umanage::core::ClientIpResolver;
 use umanage::password::pool::PoolConfig;
+use umanage::password::spray::SprayConfig;
 use umanage::password::{HasherConfig, PasswordPolicy};
 use umanage::session::SessionConfig;
 
@@ -36,6 +37,9 @@ pub struct ServerConfig {
     /// Request and login rate limits.
     #[serde(default)]
     pub rate_limits: RateLimitSection,
+    /// Password-spray detection on login ([`SprayConfig`]'s serde form).
+    #[serde(default)]
+    pub spray: SprayConfig,
     /// Which reverse proxies may tell the client address ([`ClientIpResolver`]'s serde form:
     /// `trusted_proxies = ["10.0.0.0/8"]`, `header = "x-forwarded-for" | "forwarded"`).
     #[serde(default)]
