@@ -5,11 +5,15 @@
 //! range and the match is found locally. The request carries `Add-Padding: true`, so the
 //! response size does not reveal the range either; padding rows (count 0) are ignored.
 //!
-//! Transport: HTTP/1.1 over `hyper` and `hyper-util` on tokio, plain `http://` only — this
-//! build carries no TLS stack. Point [`HibpConfig::base_url`] at an HTTP endpoint you trust
-//! (a local caching mirror or an egress proxy that does TLS to `api.pwnedpasswords.com`);
-//! an `https://` URL is refused by [`HibpClient::new`] with a typed error rather than sent
-//! in clear.
+//! Transport: HTTP/1.1 over `hyper` and `hyper-util` on tokio. With the feature `hibp-tls`
+//! (which the `umanage` facade's `hibp` feature turns on) `https://` URLs are spoken over
+//! rustls (TLS 1.2/1.3, the `ring` provider) trusting the Mozilla root store shipped in
+//! `webpki-roots`, so the default [`HIBP_API_URL`] works as it is; a private CA (a caching
+//! mirror inside the company) is trusted instead with
+//! [`HibpClient::with_root_certificates`]. Without `hibp-tls` no TLS stack is compiled in:
+//! point [`HibpConfig::base_url`] at an `http://` endpoint you trust (a local mirror or an
+//! egress proxy that does TLS), and an `https://` URL is refused by [`HibpClient::new`] with a
+//! typed error rather than sent in clear. Plain `http://` stays allowed with TLS compiled in.
 //!
 //! Every failure (connect, timeout, HTTP status, malformed or oversized body) becomes
 //! [`BreachStatus::Unavailable`] with the configured [`FailurePolicy`].
@@ -74,10 +78,15 @@ impl HibpConfig {
     }
 }
 
+#[cfg(feature = "hibp-tls")]
+type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+#[cfg(not(feature = "hibp-tls"))]
+type Connector = HttpConnector;
+
 /// The range API client. Cheap to clone (shares the connection pool).
 #[derive(Clone)]
 pub struct HibpClient {
-    client: Client<HttpConnector, Empty<Bytes>>,
+    client: Client<Connector, Empty<Bytes>>,
     base: String,
     config: HibpConfig,
 }
@@ -98,25 +107,75 @@ fn config_error(reason: impl Into<String>) -> PasswordError {
 }
 
 impl HibpClient {
-    /// Validates `config` and creates the client (no connection is made yet).
+    /// Validates `config` and creates the client (no connection is made yet). With
+    /// `hibp-tls`, `https://` servers are verified against the Mozilla roots of
+    /// `webpki-roots`.
     ///
     /// # Errors
     ///
     /// [`PasswordError::InvalidConfig`] for a base URL that does not parse, is not `http://`
-    /// or has no host, a timeout outside 1 ms..=60 s, or a body cap under 1 KiB.
+    /// (or `https://` with the feature `hibp-tls`) or has no host, a timeout outside
+    /// 1 ms..=60 s, or a body cap under 1 KiB.
     pub fn new(config: HibpConfig) -> Result<Self> {
+        #[cfg(feature = "hibp-tls")]
+        {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+            Self::build(config, roots)
+        }
+        #[cfg(not(feature = "hibp-tls"))]
+        {
+            Self::build(config)
+        }
+    }
+
+    /// Like [`new`](Self::new), but `https://` servers are verified against `roots_der`
+    /// (DER-encoded X.509 CA certificates) **only**, instead of the public roots: for a
+    /// mirror behind a private CA, and for tests against a local server.
+    ///
+    /// # Errors
+    ///
+    /// As [`new`](Self::new), and [`PasswordError::InvalidConfig`] when a certificate cannot
+    /// be used as a trust anchor or none is given.
+    #[cfg(feature = "hibp-tls")]
+    pub fn with_root_certificates<I, C>(config: HibpConfig, roots_der: I) -> Result<Self>
+    where
+        I: IntoIterator<Item = C>,
+        C: AsRef<[u8]>,
+    {
+        let mut roots = rustls::RootCertStore::empty();
+        for der in roots_der {
+            roots
+                .add(rustls::pki_types::CertificateDer::from(
+                    der.as_ref().to_vec(),
+                ))
+                .map_err(|e| config_error(format!("root certificate not usable: {e}")))?;
+        }
+        if roots.is_empty() {
+            return Err(config_error("no root certificate given"));
+        }
+        Self::build(config, roots)
+    }
+
+    fn build(
+        config: HibpConfig,
+        #[cfg(feature = "hibp-tls")] roots: rustls::RootCertStore,
+    ) -> Result<Self> {
         let uri: http::Uri = config
             .base_url
             .parse()
             .map_err(|_| config_error("base_url is not a valid URL"))?;
         match uri.scheme_str() {
             Some("http") => {}
+            #[cfg(feature = "hibp-tls")]
+            Some("https") => {}
+            #[cfg(not(feature = "hibp-tls"))]
             Some("https") => {
                 return Err(config_error(
-                    "https base_url needs TLS, which this client does not include; use an http:// mirror or proxy",
+                    "https base_url needs TLS: enable the feature `hibp-tls`, or use an http:// mirror or proxy",
                 ));
             }
-            _ => return Err(config_error("base_url must start with http://")),
+            _ => return Err(config_error("base_url must start with http:// or https://")),
         }
         if uri.host().is_none_or(str::is_empty) {
             return Err(config_error("base_url has no host"));
@@ -136,6 +195,21 @@ impl HibpClient {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(config.timeout));
         connector.set_nodelay(true);
+        #[cfg(feature = "hibp-tls")]
+        let connector = {
+            connector.enforce_http(false);
+            let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+            let tls = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .map_err(|e| config_error(format!("TLS: {e}")))?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(tls)
+                .https_or_http()
+                .enable_http1()
+                .wrap_connector(connector)
+        };
         let client = Client::builder(TokioExecutor::new()).build(connector);
         Ok(Self {
             client,
@@ -251,6 +325,8 @@ mod tests {
 
     #[test]
     fn config_validation() {
+        // the public HTTPS endpoint: usable with TLS compiled in, a typed error without
+        #[cfg(not(feature = "hibp-tls"))]
         assert!(matches!(
             HibpClient::new(HibpConfig::default()),
             Err(PasswordError::InvalidConfig {
@@ -258,6 +334,16 @@ mod tests {
                 ..
             })
         ));
+        #[cfg(feature = "hibp-tls")]
+        {
+            assert!(HibpClient::new(HibpConfig::default()).is_ok());
+            let none: [&[u8]; 0] = [];
+            assert!(HibpClient::with_root_certificates(HibpConfig::default(), none).is_err());
+            assert!(
+                HibpClient::with_root_certificates(HibpConfig::default(), [b"not DER".as_slice()])
+                    .is_err()
+            );
+        }
         for bad in ["not a url", "ftp://x", "http://", "http://h/p?q=1"] {
             assert!(
                 HibpClient::new(HibpConfig::with_base_url(bad)).is_err(),
