@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use umanage_ratelimit::{MemoryRateLimiter, RateLimitStore, RedisRateLimiter, Strategy};
 
@@ -114,7 +114,9 @@ fn distinct_keys(c: &mut Criterion) {
     let names: Vec<String> = (0..N)
         .map(|i| format!("ip:10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255))
         .collect();
-    let s = Strategy::gcra(10, Duration::from_secs(1), 10).unwrap();
+    // 10 per hour: no key's state expires during the run, so every key is really held
+    // (until the bound evicts)
+    let s = Strategy::gcra(10, Duration::from_secs(3600), 10).unwrap();
     // Peak memory, measured once before the timed runs: the default bound (1M keys) and a
     // limiter capped at 100k keys that sees the same 1M keys.
     let before = vm_hwm_kib();
@@ -167,7 +169,7 @@ fn distinct_keys(c: &mut Criterion) {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
                 let lim: DefaultKeyedRateLimiter<u64> =
-                    RateLimiter::keyed(Quota::per_second(NonZeroU32::new(10).unwrap()));
+                    RateLimiter::keyed(Quota::per_hour(NonZeroU32::new(10).unwrap()));
                 let t = Instant::now();
                 for k in 0..N as u64 {
                     black_box(lim.check_key(&k).is_ok());
@@ -234,5 +236,181 @@ fn redis_concurrent(c: &mut Criterion) {
     g.finish();
 }
 
+// ---------------------------------------------------------------------------------------
+// Instruction counts: `RATELIMIT_PROFILE=<n>` runs each loop below `n` times and exits, for
+// `valgrind --tool=callgrind --collect-atstart=no --toggle-collect='*prof_*'` (see
+// benches/ratelimit_callgrind.sh, which reports instructions per check of each loop).
+
+#[inline(never)]
+fn prof_governor_hot(lim: &DefaultKeyedRateLimiter<u64>, n: u64) -> u64 {
+    (0..n)
+        .filter(|_| lim.check_key(black_box(&42u64)).is_ok())
+        .count() as u64
+}
+
+#[inline(never)]
+fn prof_umanage_hot(lim: &MemoryRateLimiter, s: &Strategy, n: u64) -> u64 {
+    (0..n)
+        .filter(|_| lim.check_sync(black_box("user:42"), s, 1).unwrap().allowed)
+        .count() as u64
+}
+
+#[inline(never)]
+fn prof_governor_string_10k(
+    lim: &DefaultKeyedRateLimiter<String>,
+    names: &[String],
+    n: u64,
+) -> u64 {
+    let mut i = 0;
+    (0..n)
+        .filter(|_| {
+            i = (i + 7919) % names.len();
+            lim.check_key(black_box(&names[i])).is_ok()
+        })
+        .count() as u64
+}
+
+#[inline(never)]
+fn prof_umanage_10k(lim: &MemoryRateLimiter, s: &Strategy, names: &[String], n: u64) -> u64 {
+    let mut i = 0;
+    (0..n)
+        .filter(|_| {
+            i = (i + 7919) % names.len();
+            lim.check_sync(black_box(&names[i]), s, 1).unwrap().allowed
+        })
+        .count() as u64
+}
+
+fn profile(n: u64) {
+    let s = open_gcra();
+    let names: Vec<String> = (0..10_000).map(|i| format!("user:{i}")).collect();
+    let gov: DefaultKeyedRateLimiter<u64> = RateLimiter::keyed(Quota::per_second(NonZeroU32::MAX));
+    let gov_str: DefaultKeyedRateLimiter<String> =
+        RateLimiter::keyed(Quota::per_second(NonZeroU32::MAX));
+    let ours = MemoryRateLimiter::new();
+    // warm: every key present before the counted loops
+    prof_governor_string_10k(&gov_str, &names, 10_000);
+    prof_umanage_10k(&ours, &s, &names, 10_000);
+    let total = prof_governor_hot(&gov, n)
+        + prof_umanage_hot(&ours, &s, n)
+        + prof_governor_string_10k(&gov_str, &names, n)
+        + prof_umanage_10k(&ours, &s, &names, n);
+    eprintln!("profiled {n} checks per loop ({total} allowed)");
+}
+
 criterion_group!(benches, keyed_gcra, distinct_keys, redis_concurrent);
-criterion_main!(benches);
+
+// ---------------------------------------------------------------------------------------
+// Redis load driver: `RATELIMIT_LOAD_ONLY=1` runs CONCURRENCY (50) tasks checking GCRA on
+// KEYS (10,000) keys for DURATION (5) s after WARMUP (1) s, over CONNS (1) connections, and
+// prints `umanage_ratelimit_redis_gcra_c<conns> ops_per_sec=.. p50_ms=.. p99_ms=..` in the
+// peers' format (benches/ratelimit_compare.sh runs it beside redis-benchmark and
+// rate-limiter-flexible).
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn redis_load() {
+    let url = std::env::var("UMANAGE_BENCH_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let tasks: usize = env_or("CONCURRENCY", 50);
+    let keys: u64 = env_or("KEYS", 10_000);
+    let conns: usize = env_or("CONNS", 1);
+    let duration = Duration::from_secs_f64(env_or("DURATION", 5.0));
+    let warmup = Duration::from_secs_f64(env_or("WARMUP", 1.0));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let prefix = format!("umanage-bench-rl-{}", std::process::id());
+        let mut connections = Vec::new();
+        for _ in 0..conns {
+            let cfg = umanage_core::redis::RedisConfig::builder(&url)
+                .key_prefix(&prefix)
+                .build()
+                .unwrap();
+            connections.push(cfg.connect().await.expect("redis connection"));
+        }
+        let limiter = Arc::new(RedisRateLimiter::with_connections(connections).unwrap());
+        let s = Strategy::gcra(1_000_000, Duration::from_secs(60), 1_000_000).unwrap();
+        let start = Instant::now();
+        let measure_from = start + warmup;
+        let stop = measure_from + duration;
+        let mut handles = Vec::new();
+        for task in 0..tasks as u64 {
+            let limiter = Arc::clone(&limiter);
+            handles.push(tokio::spawn(async move {
+                let mut lat = Vec::with_capacity(100_000);
+                let mut key = String::with_capacity(16);
+                let mut i = task * 7919;
+                loop {
+                    use std::fmt::Write as _;
+                    key.clear();
+                    write!(key, "k{}", i % keys).unwrap();
+                    i += 1;
+                    let t = Instant::now();
+                    assert!(limiter.check(&key, &s, 1).await.unwrap().allowed);
+                    let done = Instant::now();
+                    if done >= stop {
+                        break;
+                    }
+                    if t >= measure_from {
+                        lat.push(done - t);
+                    }
+                }
+                lat
+            }));
+        }
+        let mut lat: Vec<Duration> = Vec::new();
+        for h in handles {
+            lat.extend(h.await.unwrap());
+        }
+        lat.sort_unstable();
+        let pct = |p: f64| {
+            let rank = ((p * lat.len() as f64).ceil() as usize).clamp(1, lat.len());
+            lat[rank - 1].as_secs_f64() * 1000.0
+        };
+        println!(
+            "umanage_ratelimit_redis_gcra_c{conns} ops_per_sec={:.1} p50_ms={:.3} p99_ms={:.3}",
+            lat.len() as f64 / duration.as_secs_f64(),
+            pct(0.50),
+            pct(0.99)
+        );
+        // clean up the keys this run wrote
+        let client = redis::Client::open(url.as_str()).unwrap();
+        let mut c = client.get_multiplexed_async_connection().await.unwrap();
+        let found: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{prefix}:*"))
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        for chunk in found.chunks(500) {
+            let _: i64 = redis::cmd("DEL")
+                .arg(chunk)
+                .query_async(&mut c)
+                .await
+                .unwrap();
+        }
+    });
+}
+
+fn main() {
+    if std::env::var("RATELIMIT_LOAD_ONLY").is_ok_and(|v| v == "1") {
+        redis_load();
+        return;
+    }
+    if let Some(n) = std::env::var("RATELIMIT_PROFILE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        profile(n);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -28,8 +28,15 @@ pub(crate) enum State {
     Tokens { tokens: u64, last: Micros },
     /// Leaky bucket: the level and when it was computed.
     Leaky { level: f64, last: Micros },
-    /// GCRA: the theoretical arrival time.
-    Gcra { tat: Micros },
+    /// GCRA: the theoretical arrival time, and the emission interval `t` (µs) computed
+    /// for `(limit, period)` (kept so the memory limiter's hot path skips the division
+    /// while the strategy stays the same; the enum's size is the sliding log's anyway).
+    Gcra {
+        tat: Micros,
+        limit: u64,
+        period: Duration,
+        t: Micros,
+    },
 }
 
 /// What a check would do: the decision, the state to store if it is admitted, and when that
@@ -254,42 +261,75 @@ pub(crate) fn evaluate(
                 expires_at: last + reset,
             }
         }
-        Strategy::Gcra { burst, .. } => {
-            let t = strategy.emission_us();
-            let tau = t * burst as Micros;
+        Strategy::Gcra {
+            limit,
+            period,
+            burst,
+        } => {
             let tat = match state {
-                Some(&State::Gcra { tat }) => tat.max(now),
-                _ => now,
+                Some(&State::Gcra { tat, .. }) => Some(tat),
+                _ => None,
             };
-            if c > burst {
-                return Outcome {
-                    decision: Decision {
-                        allowed: false,
-                        limit: cap,
-                        remaining: ((tau - (tat - now)) / t) as u64,
-                        reset_after: us(tat - now),
-                        retry_after: None,
-                    },
-                    next: None,
-                    expires_at: tat,
-                };
-            }
-            let new_tat = tat + c as Micros * t;
-            let allowed = new_tat - now <= tau;
-            let stored = if allowed { new_tat } else { tat };
+            let t = strategy.emission_us();
+            let (decision, next) = gcra(burst, t, tat, now, cost);
             Outcome {
-                decision: Decision {
-                    allowed,
-                    limit: cap,
-                    remaining: ((tau - (stored - now)) / t) as u64,
-                    reset_after: us(stored - now),
-                    retry_after: (!allowed).then(|| us(new_tat - tau - now)),
-                },
-                next: allowed.then_some(State::Gcra { tat: new_tat }),
-                expires_at: stored,
+                decision,
+                next: next.map(|tat| State::Gcra {
+                    tat,
+                    limit,
+                    period,
+                    t,
+                }),
+                expires_at: next.unwrap_or(now + us_i(decision.reset_after)),
             }
         }
     }
+}
+
+fn us_i(d: Duration) -> Micros {
+    d.as_micros() as Micros
+}
+
+/// One GCRA check (emission interval `t` µs, `burst`) against a key's theoretical arrival
+/// time (`None` = a fresh key): the decision, and the new arrival time when admitted (which
+/// is also when the key's state expires). The memory limiter's hot path calls it directly
+/// on the stored time.
+#[inline]
+pub(crate) fn gcra(
+    burst: u64,
+    t: Micros,
+    tat: Option<Micros>,
+    now: Micros,
+    cost: u32,
+) -> (Decision, Option<Micros>) {
+    let c = u64::from(cost);
+    let tau = t * burst as Micros;
+    let tat = tat.map_or(now, |tat| tat.max(now));
+    if c > burst {
+        return (
+            Decision {
+                allowed: false,
+                limit: burst,
+                remaining: ((tau - (tat - now)) / t) as u64,
+                reset_after: us(tat - now),
+                retry_after: None,
+            },
+            None,
+        );
+    }
+    let new_tat = tat + c as Micros * t;
+    let allowed = new_tat - now <= tau;
+    let stored = if allowed { new_tat } else { tat };
+    (
+        Decision {
+            allowed,
+            limit: burst,
+            remaining: ((tau - (stored - now)) / t) as u64,
+            reset_after: us(stored - now),
+            retry_after: (!allowed).then(|| us(new_tat - tau - now)),
+        },
+        allowed.then_some(new_tat),
+    )
 }
 
 fn log_outcome(

@@ -11,6 +11,8 @@ pub mod memory;
 #[cfg(feature = "redis")]
 pub mod redis;
 pub mod resilient;
+#[cfg(feature = "memory")]
+mod siphash;
 
 use std::sync::Arc;
 

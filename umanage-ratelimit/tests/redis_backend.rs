@@ -168,3 +168,58 @@ async fn tagged_batches_share_one_hash_tag() {
     let third = limiter.check("user:7", &many, 1).await.unwrap();
     assert_eq!(third.remaining, 9, "untagged keys are separate state");
 }
+
+/// A single GCRA check (its own short script) and a batch (the general script) share the
+/// key's state; a key of another type (an older version's hash) counts as fresh and is
+/// replaced; several connections share it too.
+#[tokio::test]
+async fn gcra_check_and_batch_share_state() {
+    let Some(ns) = testkit::redis().await else {
+        return;
+    };
+    let one = RedisRateLimiter::new(ns.connection().clone());
+    let many = RedisRateLimiter::with_connections(vec![
+        ns.connection().clone(),
+        ns.connection().clone(),
+        ns.connection().clone(),
+    ])
+    .unwrap();
+    assert!(RedisRateLimiter::with_connections(Vec::new()).is_err());
+    let s = Strategy::gcra(4, Duration::from_secs(3600), 4).unwrap();
+    let mut conn = ns.connection().manager();
+    let key = one.redis_key("shared", &s);
+    let _: i64 = redis::cmd("HSET")
+        .arg(&key)
+        .arg("a")
+        .arg("99999999999999999")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let d = one.check("shared", &s, 1).await.unwrap();
+    assert!(
+        d.allowed,
+        "a hash left by an older version counts as no state"
+    );
+    assert_eq!(d.remaining, 3);
+    let d = one.check_all(&[Check::new("shared", &s)]).await.unwrap();
+    assert_eq!((d[0].allowed, d[0].remaining), (true, 2));
+    let d = many.check("shared", &s, 1).await.unwrap();
+    assert_eq!((d.allowed, d.remaining), (true, 1));
+    let d = many.check_all(&[Check::new("shared", &s)]).await.unwrap();
+    assert_eq!((d[0].allowed, d[0].remaining), (true, 0));
+    for _ in 0..3 {
+        let d = many.check("shared", &s, 1).await.unwrap();
+        assert!(!d.allowed);
+        let retry = d.retry_after.unwrap();
+        assert!(
+            retry > Duration::from_secs(890) && retry <= Duration::from_secs(900),
+            "{retry:?}"
+        );
+    }
+    let kind: String = redis::cmd("TYPE")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(kind, "string");
+}

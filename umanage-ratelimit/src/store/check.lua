@@ -153,8 +153,9 @@ for i = 1, n do
     end
     exp = last + drain
     write = {'HSET', key, 'a', num(after), 'b', num(last)}
-  else -- gcra
-    local tat = tonumber(redis.call('HGET', key, 'a')) or now
+  else -- gcra: a plain string value (shared with gcra.lua); another type counts as none
+    local v = redis.pcall('GET', key)
+    local tat = type(v) == 'string' and tonumber(v) or now
     if tat < now then tat = now end
     local tau = em * burst
     if c > burst then
@@ -170,7 +171,7 @@ for i = 1, n do
       remaining = floor((tau - (stored - now)) / em)
       reset = stored - now
       exp = stored
-      write = {'HSET', key, 'a', num(due)}
+      write = {'SET', key, num(due)}
     end
   end
 

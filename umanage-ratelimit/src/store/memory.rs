@@ -1,16 +1,18 @@
 //! The in-memory limiter: sharded maps, time from the injected clock, bounded memory.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use async_trait::async_trait;
 use parking_lot::{Mutex, MutexGuard};
 use umanage_core::SharedClock;
 
-use crate::algorithm::{Outcome, State, evaluate};
+use crate::algorithm::{Outcome, State, evaluate, gcra};
+use crate::clock::MonotonicClock;
 use crate::error::{Error, Result};
 use crate::model::{Decision, Micros, Strategy, StrategyKind};
+use crate::store::siphash::Sip13;
 use crate::store::{Check, RateLimitStore, validate, validate_all};
 
 /// A rate limiter held in this process's memory.
@@ -18,7 +20,7 @@ use crate::store::{Check, RateLimitStore, validate, validate_all};
 /// * **Sharded**: keys are spread over `shards` maps, each behind its own mutex, so
 ///   concurrent checks of different keys rarely contend.
 /// * **Time** comes from the injected [`Clock`](umanage_core::Clock) (a
-///   [`MonotonicClock`](crate::MonotonicClock) by default), so tests drive it with a [`ManualClock`](umanage_core::ManualClock).
+///   [`MonotonicClock`] by default), so tests drive it with a [`ManualClock`](umanage_core::ManualClock).
 /// * **Bounded**: a key's state is dropped once it is equivalent to a fresh key's (its
 ///   window ended, its bucket refilled); expired keys are swept every `sweep_every` writes of
 ///   a shard, and a shard never holds more than `max_keys / shards` keys: when a new key
@@ -42,10 +44,28 @@ use crate::store::{Check, RateLimitStore, validate, validate_all};
 #[derive(Debug)]
 pub struct MemoryRateLimiter {
     shards: Box<[Shard]>,
-    hasher: RandomState,
-    clock: SharedClock,
+    hasher: Sip13,
+    clock: Time,
     shard_capacity: usize,
     sweep_every: u32,
+}
+
+/// Where the limiter's time comes from: the built-in [`MonotonicClock`] read as
+/// microseconds directly (the hot path), or an injected clock.
+#[derive(Debug, Clone)]
+enum Time {
+    Fast(MonotonicClock),
+    Injected(SharedClock),
+}
+
+impl Time {
+    #[inline]
+    fn now_micros(&self) -> Micros {
+        match self {
+            Self::Fast(c) => c.now_micros(),
+            Self::Injected(c) => c.now().timestamp_micros(),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -54,7 +74,7 @@ struct Shard {
     writes: AtomicU32,
 }
 
-/// A map from key to slot indexed by the key's (keyed, SipHash) hash computed once per
+/// A map from key to slot indexed by the key's (keyed, SipHash-1-3) hash computed once per
 /// check: the same hash picks the shard and the bucket. Keys whose hashes collide share a
 /// bucket (`more`).
 #[derive(Debug, Default)]
@@ -167,6 +187,13 @@ impl Slot {
         self.states.iter().find(|s| s.0 == kind).map(|s| &s.1)
     }
 
+    fn get_mut(&mut self, kind: StrategyKind) -> Option<(&mut State, &mut Micros)> {
+        self.states
+            .iter_mut()
+            .find(|s| s.0 == kind)
+            .map(|s| (&mut s.1, &mut s.2))
+    }
+
     fn put(&mut self, kind: StrategyKind, state: State, expires_at: Micros) {
         if let Some(s) = self.states.iter_mut().find(|s| s.0 == kind) {
             s.1 = state;
@@ -194,7 +221,7 @@ pub struct MemoryRateLimiterBuilder {
     shards: usize,
     max_keys: usize,
     sweep_every: u32,
-    clock: SharedClock,
+    clock: Option<SharedClock>,
 }
 
 impl MemoryRateLimiterBuilder {
@@ -216,9 +243,9 @@ impl MemoryRateLimiterBuilder {
         self
     }
 
-    /// The clock (default: a [`MonotonicClock`](crate::MonotonicClock)).
+    /// The clock (default: a [`MonotonicClock`]).
     pub fn clock(mut self, clock: SharedClock) -> Self {
-        self.clock = clock;
+        self.clock = Some(clock);
         self
     }
 
@@ -249,8 +276,10 @@ impl MemoryRateLimiterBuilder {
         }
         Ok(MemoryRateLimiter {
             shards: (0..shards).map(|_| Shard::default()).collect(),
-            hasher: RandomState::new(),
-            clock: self.clock,
+            hasher: Sip13::random(),
+            clock: self
+                .clock
+                .map_or_else(|| Time::Fast(MonotonicClock::new()), Time::Injected),
             shard_capacity: self.max_keys / shards,
             sweep_every: self.sweep_every,
         })
@@ -265,17 +294,21 @@ impl MemoryRateLimiter {
     /// Default sweep interval (writes per shard).
     pub const DEFAULT_SWEEP_EVERY: u32 = 4096;
 
-    /// A limiter with the defaults and a [`MonotonicClock`](crate::MonotonicClock).
+    /// A limiter with the defaults and a [`MonotonicClock`].
     pub fn new() -> Self {
-        Self::with_clock(crate::MonotonicClock::shared())
+        Self::with_time(Time::Fast(MonotonicClock::new()))
     }
 
     /// A limiter with the defaults and `clock`.
     pub fn with_clock(clock: SharedClock) -> Self {
+        Self::with_time(Time::Injected(clock))
+    }
+
+    fn with_time(clock: Time) -> Self {
         let shards = Self::DEFAULT_SHARDS;
         Self {
             shards: (0..shards).map(|_| Shard::default()).collect(),
-            hasher: RandomState::new(),
+            hasher: Sip13::random(),
             clock,
             shard_capacity: Self::DEFAULT_MAX_KEYS / shards,
             sweep_every: Self::DEFAULT_SWEEP_EVERY,
@@ -288,7 +321,7 @@ impl MemoryRateLimiter {
             shards: Self::DEFAULT_SHARDS,
             max_keys: Self::DEFAULT_MAX_KEYS,
             sweep_every: Self::DEFAULT_SWEEP_EVERY,
-            clock: crate::MonotonicClock::shared(),
+            clock: None,
         }
     }
 
@@ -316,11 +349,11 @@ impl MemoryRateLimiter {
     }
 
     fn now(&self) -> Micros {
-        self.clock.now().timestamp_micros()
+        self.clock.now_micros()
     }
 
     fn hash(&self, key: &str) -> u64 {
-        self.hasher.hash_one(key)
+        self.hasher.hash(key.as_bytes())
     }
 
     fn shard_of(&self, hash: u64) -> usize {
@@ -404,6 +437,31 @@ impl MemoryRateLimiter {
         let kind = strategy.kind();
         if let Some(slot) = map.get_mut(hash, key) {
             // the common case: one lookup, state updated in place
+            if let Strategy::Gcra {
+                limit,
+                period,
+                burst,
+            } = *strategy
+                && let Some((
+                    State::Gcra {
+                        tat,
+                        limit: l,
+                        period: p,
+                        t,
+                    },
+                    expires_at,
+                )) = slot.get_mut(kind)
+            {
+                if (*l, *p) != (limit, period) {
+                    (*l, *p, *t) = (limit, period, strategy.emission_us());
+                }
+                let (decision, next) = gcra(burst, *t, Some(*tat), now, cost);
+                if let Some(next) = next {
+                    *tat = next;
+                    *expires_at = next;
+                }
+                return Ok(decision);
+            }
             let outcome = evaluate(strategy, slot.get(kind), now, cost);
             if let Some(state) = outcome.next {
                 slot.put(kind, state, outcome.expires_at);

@@ -1,6 +1,7 @@
 //! The Redis limiter: one script, one round trip, server time.
 
-use std::sync::LazyLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -13,11 +14,14 @@ use crate::store::{Check, RateLimitStore, validate_all};
 
 static CHECK: LazyLock<RedisScript> =
     LazyLock::new(|| RedisScript::new("ratelimit_check", include_str!("check.lua")));
+static GCRA: LazyLock<RedisScript> =
+    LazyLock::new(|| RedisScript::new("ratelimit_gcra", include_str!("gcra.lua")));
 
 /// A rate limiter whose state lives in Redis, shared by every instance of the host app.
 ///
 /// * **One round trip** per [`check`](RateLimitStore::check) and per
-///   [`check_all`](RateLimitStore::check_all): a single Lua script (run with `EVALSHA`,
+///   [`check_all`](RateLimitStore::check_all): a single Lua script (a GCRA-only one for a
+///   single GCRA check, the general one otherwise; run with `EVALSHA`,
 ///   loaded on `NOSCRIPT`; a timed-out call is never re-sent, so a request is never charged
 ///   twice) evaluates every strategy and writes only if every check is admitted.
 /// * **Server time**: the script reads Redis `TIME`, so instances whose clocks disagree
@@ -25,8 +29,8 @@ static CHECK: LazyLock<RedisScript> =
 ///   Redis 5 or newer (effects replication of scripts that read `TIME`).
 /// * **TTL on every key**, set in the same script to the moment the key's state becomes
 ///   equivalent to a fresh key's; a key found without a TTL gets one back.
-/// * **Keys**: `<prefix>:rl:{<key>}:<strategy kind>`, one key per limited key (a hash, or a
-///   sorted set for the sliding log), inside the key's own hash tag.
+/// * **Keys**: `<prefix>:rl:{<key>}:<strategy kind>`, one key per limited key (a hash, a
+///   sorted set for the sliding log, a string for GCRA), inside the key's own hash tag.
 ///
 /// # Redis Cluster
 ///
@@ -39,20 +43,75 @@ static CHECK: LazyLock<RedisScript> =
 /// [`BackendError`], never a silent partial charge). We chose
 /// this over a two-phase reserve/commit, which would need a compensation step after a
 /// partial failure and can over-reject under contention.
+///
+/// # Connections
+///
+/// A [`RedisConnection`] is one multiplexed connection: concurrent checks are pipelined on
+/// it. [`with_connections`](Self::with_connections) spreads checks over several (round
+/// robin), which helps when one connection's driver task becomes the bottleneck.
 #[derive(Debug, Clone)]
 pub struct RedisRateLimiter {
     conn: RedisConnection,
+    more: Arc<[RedisConnection]>,
+    next: Arc<AtomicUsize>,
 }
 
 impl RedisRateLimiter {
     /// A limiter on `conn` (keys under the connection's prefix).
     pub fn new(conn: RedisConnection) -> Self {
-        Self { conn }
+        Self {
+            conn,
+            more: Arc::from(Vec::new()),
+            next: Arc::new(AtomicUsize::new(0)),
+        }
     }
 
-    /// The connection.
+    /// A limiter over several connections to the same server (checks go round robin).
+    /// Keys are built with the first connection's prefix.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`](crate::Error::InvalidConfig) for an empty list or
+    /// connections with different key prefixes.
+    pub fn with_connections(conns: Vec<RedisConnection>) -> Result<Self> {
+        let mut conns = conns.into_iter();
+        let Some(conn) = conns.next() else {
+            return Err(crate::Error::InvalidConfig(
+                "RedisRateLimiter::with_connections needs at least one connection".into(),
+            ));
+        };
+        let more: Vec<RedisConnection> = conns.collect();
+        if more
+            .iter()
+            .any(|c| c.keys().prefix() != conn.keys().prefix())
+        {
+            return Err(crate::Error::InvalidConfig(
+                "RedisRateLimiter connections must share one key prefix".into(),
+            ));
+        }
+        Ok(Self {
+            conn,
+            more: Arc::from(more),
+            next: Arc::new(AtomicUsize::new(0)),
+        })
+    }
+
+    /// The (first) connection.
     pub fn connection(&self) -> &RedisConnection {
         &self.conn
+    }
+
+    /// The connection for the next call.
+    fn pick(&self) -> &RedisConnection {
+        if self.more.is_empty() {
+            return &self.conn;
+        }
+        let n = self.next.fetch_add(1, Ordering::Relaxed) % (self.more.len() + 1);
+        if n == 0 {
+            &self.conn
+        } else {
+            &self.more[n - 1]
+        }
     }
 
     /// The Redis key holding `key`'s state under `strategy`.
@@ -100,7 +159,7 @@ impl RedisRateLimiter {
                 .arg(c.cost)
                 .arg(s.emission_us());
         }
-        let reply: Vec<i64> = call.invoke(&self.conn).await?;
+        let reply: Vec<i64> = call.invoke(self.pick()).await?;
         if reply.len() != 1 + 4 * checks.len() {
             return Err(BackendError::Protocol(format!(
                 "ratelimit script returned {} values for {} checks",
@@ -138,7 +197,33 @@ impl RateLimitStore for RedisRateLimiter {
             cost,
         }];
         validate_all(&checks)?;
-        let keys = [self.redis_key(key, strategy)];
+        let redis_key = self.redis_key(key, strategy);
+        if let Strategy::Gcra { burst, .. } = *strategy {
+            // the hot path: a script with only GCRA's work (three commands, a short reply)
+            let reply: Vec<i64> = GCRA
+                .call()
+                .key(&redis_key)
+                .arg(burst)
+                .arg(cost)
+                .arg(strategy.emission_us())
+                .invoke(self.pick())
+                .await?;
+            let [allowed, remaining, reset, retry] = reply[..] else {
+                return Err(BackendError::Protocol(format!(
+                    "ratelimit gcra script returned {} values",
+                    reply.len()
+                ))
+                .into());
+            };
+            return Ok(Decision {
+                allowed: allowed == 1,
+                limit: burst,
+                remaining: remaining.max(0) as u64,
+                reset_after: Duration::from_micros(reset.max(0) as u64),
+                retry_after: (retry >= 0).then(|| Duration::from_micros(retry as u64)),
+            });
+        }
+        let keys = [redis_key];
         let mut out = self.run(&keys, &checks).await?;
         out.pop()
             .ok_or_else(|| BackendError::Protocol("empty reply".into()).into())
