@@ -474,6 +474,7 @@ pub mod spray {
                 accounts_are_trimmed_and_case_folded,
                 sets_are_capped,
                 concurrent_records_lose_nothing,
+                hostile_identifiers_are_ordinary_accounts,
             );
         };
     }
@@ -960,5 +961,58 @@ pub mod spray {
         assert_eq!(a.observed.source_accounts, N as u32);
         assert_eq!(a.observed.account_sources, N as u32);
         assert_eq!(a.observed.global_failures, 2 * N as u64);
+    }
+
+    /// Empty, NUL, RTL, emoji, combining and 1 MiB account identifiers, and unusual
+    /// addresses, are recorded like any other: distinct, no error, no panic.
+    pub async fn hostile_identifiers_are_ordinary_accounts(hx: &SprayHarness) {
+        let d = hx.detector(
+            quiet(hx.unit)
+                .per_source(DistinctRule::new(hx.unit).with_block_at(50))
+                .per_account(DistinctRule::new(hx.unit).with_block_at(50))
+                .build()
+                .unwrap(),
+        );
+        let huge = "x".repeat(1 << 20);
+        let accounts = [
+            String::new(),
+            "\0".to_owned(),
+            "a\0b".to_owned(),
+            "\u{202e}nimda".to_owned(),
+            "👩‍👩‍👧‍👦".to_owned(),
+            "e\u{301}\u{301}".to_owned(),
+            "{tag}:%7D*".to_owned(),
+            huge.clone(),
+        ];
+        for a in &accounts {
+            d.record_failure(&LoginAttempt::new(ip("192.0.2.123"), a))
+                .await
+                .unwrap();
+        }
+        let a = d
+            .assess(&LoginAttempt::new(ip("192.0.2.123"), &huge))
+            .await
+            .unwrap();
+        assert_eq!(a.observed.source_accounts, accounts.len() as u32);
+        assert_eq!(a.observed.account_sources, 1);
+        for source in [
+            "::",
+            "::1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "ff02::1",
+            "::ffff:0.0.0.0",
+        ] {
+            d.record_failure(&LoginAttempt::new(ip(source), "\0"))
+                .await
+                .unwrap();
+        }
+        let a = d
+            .assess(&LoginAttempt::new(ip("192.0.2.1"), "\0"))
+            .await
+            .unwrap();
+        // 192.0.2.123, ::/64 (both "::" and "::1"), 0.0.0.0 (also "::ffff:0.0.0.0"),
+        // 255.255.255.255, ff02::/64
+        assert_eq!(a.observed.account_sources, 5, "{a:?}");
     }
 }
