@@ -7,13 +7,40 @@
 //!   smoothed by an exponentially weighted moving average) and the **queue depth**
 //!   ([`set_queue_depth`](AdaptiveRateLimiter::set_queue_depth)); **CPU and memory** come from
 //!   [`SystemSignals`] (feature `adaptive`, sysinfo) or from the host;
-//! * on every [`adjust`](AdaptiveRateLimiter::adjust) (the host calls it periodically,
-//!   e.g. every second) the factor is **multiplied** by `decrease` if any signal is over
-//!   its threshold, and otherwise **increased** by `increase` (additive increase,
-//!   multiplicative decrease, as TCP congestion control), within the bounds.
+//! * on every [`adjust`](AdaptiveRateLimiter::adjust) the factor is **multiplied** by
+//!   `decrease` if any signal is over its threshold, and otherwise **increased** by
+//!   `increase` (additive increase, multiplicative decrease, as TCP congestion control),
+//!   within the bounds.
+//! * Adjustments run when the host calls `adjust`, or on an interval with a background
+//!   [`AdaptiveDriver`] ([`AdaptiveRateLimiter::drive`]), which samples a [`LoadSignal`]
+//!   (a closure returning [`Signals`], or [`SystemSignals`]) each tick. Dropping the driver
+//!   (or the limiter) stops it.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use umanage_ratelimit::adaptive::{AdaptiveConfig, AdaptiveRateLimiter, Signals};
+//! use umanage_ratelimit::MemoryRateLimiter;
+//!
+//! let limiter = Arc::new(
+//!     AdaptiveRateLimiter::new(Arc::new(MemoryRateLimiter::new()), AdaptiveConfig::default())
+//!         .unwrap(),
+//! );
+//! let queue = Arc::new(std::sync::atomic::AtomicU64::new(0));
+//! let depth = Arc::clone(&queue);
+//! // every second: the host's queue depth (latency and errors still come from record_response)
+//! let driver = limiter.drive(Duration::from_secs(1), move || Signals {
+//!     queue_depth: Some(depth.load(std::sync::atomic::Ordering::Relaxed)),
+//!     ..Signals::default()
+//! });
+//! // ... serve; the driver stops when dropped
+//! drop(driver);
+//! # }
+//! ```
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -230,6 +257,97 @@ impl AdaptiveRateLimiter {
     }
 }
 
+/// A source of load readings for the [`AdaptiveDriver`], sampled once per tick. Fields it
+/// leaves `None` are taken from what the host fed the limiter
+/// ([`record_response`](AdaptiveRateLimiter::record_response),
+/// [`set_queue_depth`](AdaptiveRateLimiter::set_queue_depth)).
+pub trait LoadSignal: Send + 'static {
+    /// The current reading.
+    fn sample(&mut self) -> Signals;
+}
+
+impl<F: FnMut() -> Signals + Send + 'static> LoadSignal for F {
+    fn sample(&mut self) -> Signals {
+        self()
+    }
+}
+
+#[cfg(feature = "adaptive")]
+impl LoadSignal for SystemSignals {
+    fn sample(&mut self) -> Signals {
+        let (cpu, memory) = SystemSignals::sample(self);
+        Signals {
+            cpu,
+            memory,
+            ..Signals::default()
+        }
+    }
+}
+
+/// The background task of [`AdaptiveRateLimiter::drive`]: one AIMD step per interval.
+/// Dropping it (or calling [`stop`](Self::stop)) ends the task; so does dropping the
+/// limiter (the task holds it weakly).
+#[derive(Debug)]
+#[must_use = "the driver stops when dropped"]
+pub struct AdaptiveDriver {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl AdaptiveDriver {
+    /// Stops the task.
+    pub fn stop(self) {}
+
+    /// Whether the task has ended (stopped, or the limiter was dropped).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+}
+
+impl Drop for AdaptiveDriver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl AdaptiveRateLimiter {
+    /// Starts a tokio task that, every `interval` (the first step one interval from now;
+    /// missed ticks are not caught up), samples `signal`, fills the fields it leaves
+    /// `None` from the host-fed signals, and runs one [`adjust_with`](Self::adjust_with).
+    /// Time is tokio's, so tests drive it with a paused clock.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime (as `tokio::spawn`), or if `interval` is zero.
+    pub fn drive(
+        self: &Arc<Self>,
+        interval: Duration,
+        mut signal: impl LoadSignal,
+    ) -> AdaptiveDriver {
+        let limiter: Weak<Self> = Arc::downgrade(self);
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let task = tokio::spawn(async move {
+            loop {
+                ticks.tick().await;
+                let Some(limiter) = limiter.upgrade() else {
+                    return;
+                };
+                let s = signal.sample();
+                let fed = limiter.fed_signals();
+                let merged = Signals {
+                    cpu: s.cpu,
+                    memory: s.memory,
+                    latency: s.latency.or(fed.latency),
+                    error_rate: s.error_rate.or(fed.error_rate),
+                    queue_depth: s.queue_depth.or(fed.queue_depth),
+                };
+                limiter.adjust_with(&merged);
+            }
+        });
+        AdaptiveDriver { task }
+    }
+}
+
 #[async_trait]
 impl RateLimitStore for AdaptiveRateLimiter {
     async fn check(&self, key: &str, strategy: &Strategy, cost: u32) -> Result<Decision> {
@@ -381,6 +499,50 @@ mod tests {
             ..AdaptiveConfig::default()
         };
         assert!(AdaptiveRateLimiter::new(Arc::new(MemoryRateLimiter::new()), bad).is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_driver_adjusts_on_its_interval_and_stops_when_dropped() {
+        let a = Arc::new(limiter());
+        let cpu = Arc::new(Mutex::new(0.95));
+        let reading = Arc::clone(&cpu);
+        let driver = a.drive(Duration::from_secs(1), move || Signals {
+            cpu: Some(*reading.lock()),
+            ..Signals::default()
+        });
+        let step = || tokio::time::sleep(Duration::from_secs(1));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(a.factor(), 1.0, "no step before the first interval");
+        step().await; // t = 1.5 s: one step at 1 s
+        assert_eq!(a.factor(), 0.5);
+        step().await;
+        assert_eq!(a.factor(), 0.25);
+        *cpu.lock() = 0.2;
+        step().await;
+        assert!((a.factor() - 0.30).abs() < 1e-9, "{}", a.factor());
+        // host-fed latency fills what the signal leaves out
+        for _ in 0..20 {
+            a.record_response(Duration::from_secs(2), false);
+        }
+        step().await;
+        assert!((a.factor() - 0.15).abs() < 1e-9, "{}", a.factor());
+        // ten intervals without stepping in between: ten steps, not more
+        for _ in 0..40 {
+            a.record_response(Duration::from_millis(1), false);
+        }
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert!((a.factor() - 0.65).abs() < 1e-9, "{}", a.factor());
+        drop(driver);
+        let before = a.factor();
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert_eq!(a.factor(), before, "stopped when dropped");
+
+        // a driver whose limiter is gone ends by itself
+        let b = Arc::new(limiter());
+        let driver = b.drive(Duration::from_secs(1), Signals::default);
+        drop(b);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(driver.is_finished());
     }
 
     #[cfg(feature = "adaptive")]
