@@ -9,9 +9,13 @@
 //!   validating (with sliding: one `EVALSHA` each) `SESSIONS` (10000) sessions round-robin
 //!   for `DURATION` seconds (5, after 1 s warm-up), printing
 //!   `umanage_session_validate ops_per_sec=… p50_ms=… p99_ms=…` like the peers in
-//!   `shared/peers/redis`. `CONNS` (1) multiplexed connections are shared by the tasks.
+//!   `shared/peers/redis`. `CONNS` (1) multiplexed connections are shared by the tasks;
+//!   `SERIALIZER=msgpack` (with the `msgpack` feature) stores the sessions as MessagePack.
+//! * `SESSION_RAW=noop`: the same tasks sending `EVALSHA` of `return 1` (the client's
+//!   ceiling); `SESSION_CALLGRIND=<n>`: `n` memory validations for callgrind (see below).
 //!
-//! `benches/session_compare.sh` runs it beside `redis-benchmark -t get -c 50`.
+//! `benches/session_compare.sh` runs it beside `redis-benchmark -t get -c 50` and the
+//! tower-sessions peer of `shared/peers/redis`, interleaved, and prints the ratios.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -143,7 +147,14 @@ async fn redis_managers(url: &str, conns: usize) -> Vec<Arc<SessionManager>> {
             .connect()
             .await
             .unwrap_or_else(|e| panic!("redis connect: {e}"));
-        let store: Arc<dyn SessionStore> = Arc::new(RedisSessionStore::new(conn));
+        let store = RedisSessionStore::new(conn);
+        #[cfg(feature = "msgpack")]
+        let store = if std::env::var("SERIALIZER").as_deref() == Ok("msgpack") {
+            store.with_serializer(umanage::session::MsgpackSerializer)
+        } else {
+            store
+        };
+        let store: Arc<dyn SessionStore> = Arc::new(store);
         out.push(Arc::new(SessionManager::new(store, config())));
     }
     out
@@ -184,6 +195,61 @@ fn redis_sequential(c: &mut Criterion) {
             });
         });
     rt.block_on(cleanup(&manager, &tokens));
+}
+
+static NOOP: std::sync::LazyLock<umanage::core::redis::RedisScript> =
+    std::sync::LazyLock::new(|| umanage::core::redis::RedisScript::new("noop", "return 1"));
+
+/// `SESSION_RAW=noop`: the same tasks and connections sending `EVALSHA` of `return 1`
+/// (what redis-benchmark's EVALSHA test sends), for the client's ceiling on this machine.
+fn redis_raw(what: &str) {
+    let Some(url) = redis_url() else { return };
+    let concurrency = env_num("CONCURRENCY", 50);
+    let conns = env_num("CONNS", 1);
+    let duration = Duration::from_secs_f64(env_num("DURATION", 5) as f64);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("runtime: {e}"));
+    let what = what.to_owned();
+    rt.block_on(async move {
+        let cfg = RedisConfig::builder(&url)
+            .build()
+            .unwrap_or_else(|e| panic!("redis config: {e}"));
+        let mut cs = Vec::new();
+        for _ in 0..conns.max(1) {
+            cs.push(cfg.connect().await.unwrap_or_else(|e| panic!("{e}")));
+        }
+        let count = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let tasks: Vec<_> = (0..concurrency)
+            .map(|t| {
+                let conn = cs[t % cs.len()].clone();
+                let (count, stop) = (Arc::clone(&count), Arc::clone(&stop));
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::Relaxed) {
+                        if NOOP.call().key("k").invoke::<i64>(&conn).await.is_ok() {
+                            count.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let c0 = count.load(Ordering::Relaxed);
+        let begin = Instant::now();
+        tokio::time::sleep(duration).await;
+        let n = count.load(Ordering::Relaxed) - c0;
+        let wall = begin.elapsed();
+        stop.store(true, Ordering::Relaxed);
+        for t in tasks {
+            let _ = t.await;
+        }
+        println!(
+            "raw_{what} ops_per_sec={:.1} (concurrency={concurrency} conns={conns})",
+            n as f64 / wall.as_secs_f64()
+        );
+    });
 }
 
 /// The 50-task load driver (see the module docs).
@@ -248,10 +314,11 @@ fn redis_load() {
             all.get(rank - 1).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
         };
         println!(
-            "umanage_session_validate ops_per_sec={:.1} p50_ms={:.3} p99_ms={:.3} (concurrency={concurrency} conns={conns} sessions={sessions} errors={errors})",
+            "umanage_session_validate ops_per_sec={:.1} p50_ms={:.3} p99_ms={:.3} (concurrency={concurrency} conns={conns} sessions={sessions} serializer={} errors={errors})",
             all.len() as f64 / wall.as_secs_f64(),
             pct(0.50),
             pct(0.99),
+            std::env::var("SERIALIZER").unwrap_or_else(|_| "json".into()),
         );
         cleanup(&managers[0], &tokens).await;
     });
@@ -309,6 +376,10 @@ criterion_group!(benches, memory, redis_sequential);
 fn main() {
     if let Ok(n) = std::env::var("SESSION_CALLGRIND") {
         callgrind(n.parse().unwrap_or(0));
+        return;
+    }
+    if let Ok(what) = std::env::var("SESSION_RAW") {
+        redis_raw(&what);
         return;
     }
     if std::env::var("SESSION_LOAD_ONLY").is_ok() {

@@ -38,7 +38,12 @@ impl TokenHash {
 
     /// Lower-case hex, as used in Redis keys.
     pub fn to_hex(&self) -> String {
-        hex::encode(self.0)
+        let mut text = [0_u8; 64];
+        // Cannot fail: the buffer is exactly twice the digest, and hex digits are ASCII.
+        let _ = hex::encode_to_slice(self.0, &mut text);
+        std::str::from_utf8(&text)
+            .map(str::to_owned)
+            .unwrap_or_default()
     }
 
     /// Parses the hex form.
