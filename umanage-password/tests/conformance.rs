@@ -98,7 +98,9 @@ mod spray_redis {
             SprayHarness::new(
                 Box::new(move |cfg| Arc::new(RedisSprayDetector::new(conn.clone(), cfg))),
                 TimeControl::Real,
-                Duration::from_secs(1),
+                // long enough that a late wake-up of a loaded machine cannot move evidence
+                // across a window edge (the timing cases keep >= 0.2 unit of slack)
+                Duration::from_secs(2),
             )
             .with_guard(ns),
         )
