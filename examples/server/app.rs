@@ -80,6 +80,8 @@ pub struct Settings {
     pub readiness_timeout: Duration,
     /// Password-spray detection thresholds.
     pub spray: SprayConfig,
+    /// How long `/v1/me` may use a cached account (zero: never).
+    pub account_cache_ttl: Duration,
     /// The HMAC key for audit checkpoints (random when not configured).
     pub audit_key: Vec<u8>,
 }
@@ -134,6 +136,7 @@ impl Settings {
             secure_cookie: cfg.http.secure_cookie,
             readiness_timeout: cfg.http.readiness_timeout,
             spray: cfg.spray.clone(),
+            account_cache_ttl: cfg.http.account_cache_ttl,
             audit_key,
         })
     }
@@ -278,6 +281,7 @@ struct Inner {
     clock: SharedClock,
     passwords: PasswordService,
     spray: Arc<dyn SprayDetector>,
+    accounts_seen: AccountCache,
     sessions: SessionManager,
     logger: AuditLogger,
     chain: AuditChain,
@@ -347,6 +351,7 @@ pub fn build(settings: Settings, stores: Stores, clock: SharedClock) -> Result<A
             clock,
             passwords,
             spray,
+            accounts_seen: AccountCache::default(),
             sessions,
             logger: logger.clone(),
             chain,
@@ -631,13 +636,18 @@ fn session_err(err: &umanage::session::Error) -> Problem {
 
 fn password_err(err: &PasswordError) -> Problem {
     match err {
-        PasswordError::Busy { .. } => Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "busy",
-            "Busy",
-            "password hashing is saturated; retry later",
-        )
-        .with("retry_after", json!(1)),
+        PasswordError::Busy { .. } => {
+            let mut p = Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "Busy",
+                "password hashing is saturated; retry later",
+            )
+            .with("retry_after", json!(1));
+            p.headers
+                .push((header::RETRY_AFTER, HeaderValue::from_static("1")));
+            p
+        }
         PasswordError::TooLarge { max_bytes } => Problem::violations(vec![
             json!({"code": "too_long", "message": format!("the password is longer than {max_bytes} bytes")}),
         ]),
@@ -1402,6 +1412,11 @@ async fn me(
     let s = &state.inner;
     let ctx = context(ctx.as_deref());
     let (session, _) = authenticate(s, &headers, &ctx).await?;
+    let ttl = chrono::Duration::from_std(s.settings.account_cache_ttl).unwrap_or_default();
+    let now = s.clock.now();
+    if let Some(account) = s.accounts_seen.get(session.user_id, now, ttl) {
+        return Ok(axum::Json(account_json(&account)).into_response());
+    }
     let account = s
         .stores
         .accounts
@@ -1409,7 +1424,49 @@ async fn me(
         .await
         .map_err(|e| account_err(&e))?
         .ok_or_else(Problem::unauthorized)?;
+    if !ttl.is_zero() {
+        s.accounts_seen.put(&account, now);
+    }
     Ok(axum::Json(account_json(&account)).into_response())
+}
+
+/// A short-lived copy of recently read accounts, so a hot `GET /v1/me` does not read the
+/// account store on every request. Bounded: when full it starts over.
+/// When an account was read, and the account.
+type Seen = (chrono::DateTime<chrono::Utc>, Arc<Account>);
+
+#[derive(Default)]
+struct AccountCache {
+    entries: std::sync::Mutex<std::collections::HashMap<UserId, Seen>>,
+}
+
+impl AccountCache {
+    const MAX_ENTRIES: usize = 10_000;
+
+    fn get(
+        &self,
+        id: UserId,
+        now: chrono::DateTime<chrono::Utc>,
+        ttl: chrono::Duration,
+    ) -> Option<Arc<Account>> {
+        if ttl.is_zero() {
+            return None;
+        }
+        let entries = self.entries.lock().ok()?;
+        entries
+            .get(&id)
+            .filter(|(at, _)| now - *at < ttl)
+            .map(|(_, a)| Arc::clone(a))
+    }
+
+    fn put(&self, account: &Account, now: chrono::DateTime<chrono::Utc>) {
+        if let Ok(mut entries) = self.entries.lock() {
+            if entries.len() >= Self::MAX_ENTRIES {
+                entries.clear();
+            }
+            entries.insert(account.id, (now, Arc::new(account.clone())));
+        }
+    }
 }
 
 fn session_json(session: &Session, current: Option<SessionId>) -> Value {

@@ -23,6 +23,9 @@ pub struct ServerConfig {
     pub listen: Option<String>,
     /// Redis for sessions, rate limits and spray detection (the flag and env win).
     pub redis_url: Option<String>,
+    /// The prefix of every Redis key (default `umanage`), so several deployments can share
+    /// one Redis.
+    pub redis_key_prefix: Option<String>,
     /// Postgres for accounts, credentials and audit (the flag and env win).
     pub database_url: Option<String>,
     /// The password policy.
@@ -187,6 +190,10 @@ pub struct HttpSection {
     /// How long `/readyz` waits for each backend.
     #[serde(with = "umanage::core::duration")]
     pub readiness_timeout: Duration,
+    /// How long `GET /v1/me` may answer from an in-process copy of the account instead of
+    /// reading the account store (`"0s"`: always read).
+    #[serde(with = "umanage::core::duration")]
+    pub account_cache_ttl: Duration,
 }
 
 impl Default for HttpSection {
@@ -195,6 +202,7 @@ impl Default for HttpSection {
             max_body_bytes: 16 * 1024,
             secure_cookie: true,
             readiness_timeout: Duration::from_secs(1),
+            account_cache_ttl: Duration::from_secs(1),
         }
     }
 }

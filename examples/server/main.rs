@@ -35,6 +35,7 @@ const USAGE: &str =
 #[derive(Debug, Default)]
 struct Args {
     config: Option<String>,
+    redis_key_prefix: Option<String>,
     listen: Option<String>,
     redis_url: Option<String>,
     database_url: Option<String>,
@@ -79,7 +80,7 @@ async fn stores(args: &Args, clock: &SharedClock) -> Result<app::Stores, String>
         #[cfg(feature = "redis")]
         {
             let conn = umanage::core::redis::RedisConfig::builder(url.as_str())
-                .key_prefix("umanage")
+                .key_prefix(args.redis_key_prefix.as_deref().unwrap_or("umanage"))
                 .build()
                 .map_err(|e| format!("redis config: {e}"))?
                 .connect()
@@ -149,6 +150,7 @@ async fn run(mut args: Args) -> Result<(), String> {
     args.listen = args.listen.or_else(|| cfg.listen.clone());
     args.redis_url = args.redis_url.or_else(|| cfg.redis_url.clone());
     args.database_url = args.database_url.or_else(|| cfg.database_url.clone());
+    args.redis_key_prefix.clone_from(&cfg.redis_key_prefix);
     let settings = if args.config.is_some() {
         app::Settings::from_config(&cfg)?
     } else {
