@@ -298,6 +298,49 @@ fn profile(n: u64) {
     eprintln!("profiled {n} checks per loop ({total} allowed)");
 }
 
+/// `RATELIMIT_INTERLEAVED=<rounds>`: governor's and umanage's hot-key and 10k-key checks
+/// timed alternately (1,000,000 checks each per round), so a burst of load from other
+/// processes hits both; prints each round's ns per check and the median ratios.
+fn interleaved(rounds: usize) {
+    const N: u64 = 1_000_000;
+    let s = open_gcra();
+    let names: Vec<String> = (0..10_000).map(|i| format!("user:{i}")).collect();
+    let gov: DefaultKeyedRateLimiter<u64> = RateLimiter::keyed(Quota::per_second(NonZeroU32::MAX));
+    let gov_str: DefaultKeyedRateLimiter<String> =
+        RateLimiter::keyed(Quota::per_second(NonZeroU32::MAX));
+    let ours = MemoryRateLimiter::new();
+    prof_governor_string_10k(&gov_str, &names, 20_000);
+    prof_umanage_10k(&ours, &s, &names, 20_000);
+    let time = |f: &mut dyn FnMut() -> u64| {
+        let t = Instant::now();
+        black_box(f());
+        t.elapsed().as_nanos() as f64 / N as f64
+    };
+    let (mut hot, mut many) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let g = time(&mut || prof_governor_hot(&gov, N));
+        let u = time(&mut || prof_umanage_hot(&ours, &s, N));
+        let gs = time(&mut || prof_governor_string_10k(&gov_str, &names, N));
+        let us = time(&mut || prof_umanage_10k(&ours, &s, &names, N));
+        println!(
+            "round {round}: hot key governor {g:.1} ns umanage {u:.1} ns ({:.2}x); 10k keys governor(String) {gs:.1} ns umanage {us:.1} ns ({:.2}x)",
+            u / g,
+            us / gs
+        );
+        hot.push(u / g);
+        many.push(us / gs);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    println!(
+        "median ratio umanage/governor: hot key {:.2}x, 10k keys {:.2}x",
+        median(&mut hot),
+        median(&mut many)
+    );
+}
+
 criterion_group!(benches, keyed_gcra, distinct_keys, redis_concurrent);
 
 // ---------------------------------------------------------------------------------------
@@ -400,6 +443,13 @@ fn redis_load() {
 }
 
 fn main() {
+    if let Some(rounds) = std::env::var("RATELIMIT_INTERLEAVED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        interleaved(rounds);
+        return;
+    }
     if std::env::var("RATELIMIT_LOAD_ONLY").is_ok_and(|v| v == "1") {
         redis_load();
         return;

@@ -379,7 +379,11 @@ impl MemoryRateLimiter {
             if map.len() >= self.shard_capacity {
                 make_room(map, now, self.shard_capacity);
             }
-            let mut slot = Slot::default();
+            // room for exactly one state (a key is rarely limited under two strategy kinds;
+            // `Vec`'s first growth would reserve four, 256 bytes)
+            let mut slot = Slot {
+                states: Vec::with_capacity(1),
+            };
             slot.put(kind, state, outcome.expires_at);
             map.insert(hash, key, slot);
         }
