@@ -286,7 +286,8 @@ pub struct GlobalRule {
     /// The sliding window.
     #[serde(with = "umanage_core::duration")]
     pub window: Duration,
-    /// Sub-windows the window is counted in (2 to [`SprayConfig::MAX_GLOBAL_BUCKETS`]).
+    /// Sub-windows the window is counted in (2 to [`SprayConfig::MAX_GLOBAL_BUCKETS`], and
+    /// at most one per millisecond of the window).
     #[serde(default = "default_buckets")]
     pub buckets: u32,
     /// From this many failures in the window: [`SprayAction::SlowDown`].
@@ -719,7 +720,8 @@ impl SprayConfigBuilder {
     /// [`MIN_WINDOW`](SprayConfig::MIN_WINDOW)..=[`MAX_WINDOW`](SprayConfig::MAX_WINDOW), a
     /// threshold is 0 or thresholds do not rise strictly, the member cap is below a
     /// threshold it must be able to reach or above [`MAX_MEMBERS`](SprayConfig::MAX_MEMBERS),
-    /// the global bucket count or failure ratio is out of range, the base delay is zero or
+    /// the global bucket count or failure ratio is out of range (or the global window is
+    /// shorter than 1 ms per sub-window), the base delay is zero or
     /// above the maximum delay, the maximum delay is above
     /// [`MAX_DELAY`](SprayConfig::MAX_DELAY), or `max_tracked` is 0.
     pub fn build(self) -> Result<SprayConfig> {
@@ -764,6 +766,14 @@ impl SprayConfigBuilder {
                 "global.buckets must be 2..={}, got {}",
                 SprayConfig::MAX_GLOBAL_BUCKETS,
                 c.global.buckets
+            ));
+        }
+        // A sub-window is at least 1 ms; shorter ones would be widened and the buckets
+        // would then span more than the window (and outlive the Redis key's TTL).
+        if duration_ms(c.global.window) < i64::from(c.global.buckets) {
+            return fail(format!(
+                "global.window ({:?}) must be at least 1 ms per sub-window ({} buckets)",
+                c.global.window, c.global.buckets
             ));
         }
         let ratio = c.global.min_failure_ratio;

@@ -73,6 +73,12 @@ fn builder_refuses_contradictions() {
             .max_delay(Duration::from_secs(5)),
         SprayConfig::builder().max_delay(Duration::from_secs(3600)),
         SprayConfig::builder().max_tracked(0),
+        // sub-windows under 1 ms: they would be widened to 1 ms and outlast the window
+        SprayConfig::builder().global(
+            GlobalRule::new(Duration::from_millis(100))
+                .with_buckets(120)
+                .with_challenge_at(3),
+        ),
     ];
     for (i, b) in cases.into_iter().enumerate() {
         let reason = invalid(b.build());
@@ -207,6 +213,52 @@ async fn memory_detector_is_bounded() {
         .await
         .unwrap();
     assert_eq!(d.tracked(), (0, 0));
+}
+
+/// When the tracked sources are at the cap and only a few have gone stale, making room
+/// still frees an eighth of the cap at once: the eviction pass over every tracked source is
+/// amortised over the inserts that follow, not repeated on each new source.
+#[tokio::test]
+async fn memory_eviction_frees_an_eighth_even_when_few_are_stale() {
+    let clock = ManualClock::default();
+    let window = Duration::from_secs(60);
+    let cfg = SprayConfig::builder()
+        .per_source(DistinctRule::new(window).with_block_at(5))
+        .per_account(DistinctRule::new(window))
+        .max_tracked(80)
+        .build()
+        .unwrap();
+    let d = MemorySprayDetector::with_clock(cfg, clock.shared());
+    for i in 0..80u8 {
+        d.record_failure(&LoginAttempt::new(IpAddr::from([10, 2, 0, i]), "a"))
+            .await
+            .unwrap();
+        clock.advance(Duration::from_millis(1));
+    }
+    assert_eq!(d.tracked().0, 80);
+    // the first source is now just out of its window, the other 79 are not
+    clock.advance(Duration::from_millis(60_000 - 80));
+    for i in 0..3u8 {
+        d.record_failure(&LoginAttempt::new(IpAddr::from([10, 3, 0, i]), "a"))
+            .await
+            .unwrap();
+        let (sources, _) = d.tracked();
+        assert!(
+            sources <= 80 - 80 / 8 + 1 + usize::from(i),
+            "{sources} sources tracked after new source {i}: eviction freed too little"
+        );
+    }
+    // the oldest evidence went, the newest stayed
+    let newest = d
+        .assess(&LoginAttempt::new(IpAddr::from([10, 2, 0, 79]), "x"))
+        .await
+        .unwrap();
+    assert_eq!(newest.observed.source_accounts, 1);
+    let oldest_kept = d
+        .assess(&LoginAttempt::new(IpAddr::from([10, 2, 0, 5]), "x"))
+        .await
+        .unwrap();
+    assert_eq!(oldest_kept.observed.source_accounts, 0);
 }
 
 /// Stale entries are swept by recording alone (every `SWEEP_EVERY` records), without an

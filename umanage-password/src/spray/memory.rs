@@ -27,6 +27,14 @@ pub const SWEEP_EVERY: u64 = 4096;
 /// cost is amortised). All state sits behind one mutex; every operation is a few hash-map
 /// look-ups under it.
 ///
+/// The worst case, every tracked source and account holding a full set, is about
+/// `max_tracked × max_members × 56` bytes (24 per member of a source's set, 32 per member
+/// of an account's; up to twice that when `max_members` is not a power of two, from `Vec`
+/// growth) plus the maps' overhead: about 1.4 GB at the defaults (100,000 × 256). Reaching
+/// it takes `max_tracked × max_members` distinct failed pairs inside the window (25.6 M at
+/// the defaults); size [`max_tracked`](SprayConfig::max_tracked) to the memory you can
+/// spare (10,000 bounds it near 140 MB), or use the Redis backend.
+///
 /// Time comes from the injected [`Clock`] ([`SystemClock`] by default).
 pub struct MemorySprayDetector {
     config: SprayConfig,
@@ -270,20 +278,34 @@ fn distinct<K: Copy + Eq + Hash, M: Copy + Eq>(
     }
 }
 
-/// Makes room under `max_tracked`: drops stale sets, then the eighth with the oldest
-/// evidence.
+/// Makes room under `max_tracked`: drops stale sets, then, unless that freed an eighth of
+/// the cap, the sets with the oldest evidence until it has. Freeing at least an eighth
+/// every time keeps the O(n) pass amortised over the `max / 8` inserts that follow, also
+/// when only a few sets go stale between inserts (a steady flood of new sources would
+/// otherwise pay a full pass on every insert, under the lock).
 fn evict<K: Copy + Eq + Hash, M>(map: &mut HashMap<K, Members<M>>, cutoff: i64, max: usize) {
     map.retain(|_, m| m.newest > cutoff);
-    if map.len() < max {
+    let target = max.saturating_sub((max / 8).max(1));
+    if map.len() <= target {
         return;
     }
+    let drop_count = map.len() - target;
     let mut newest: Vec<i64> = map.values().map(|m| m.newest).collect();
-    let drop_count = (map.len() / 8).max(map.len() + 1 - max);
     let (_, nth, _) = newest.select_nth_unstable(drop_count - 1);
     let limit = *nth;
+    // Everything older than `limit` goes (fewer than `drop_count` sets), then sets at
+    // exactly `limit` until `drop_count` are gone.
     let mut left = drop_count;
     map.retain(|_, m| {
-        if left > 0 && m.newest <= limit {
+        if m.newest < limit {
+            left -= 1;
+            false
+        } else {
+            true
+        }
+    });
+    map.retain(|_, m| {
+        if left > 0 && m.newest == limit {
             left -= 1;
             false
         } else {
