@@ -114,7 +114,8 @@ impl HibpClient {
     /// # Errors
     ///
     /// [`PasswordError::InvalidConfig`] for a base URL that does not parse, is not `http://`
-    /// (or `https://` with the feature `hibp-tls`) or has no host, a timeout outside
+    /// (or `https://` with the feature `hibp-tls`), has no host or carries credentials, a
+    /// timeout outside
     /// 1 ms..=60 s, or a body cap under 1 KiB.
     pub fn new(config: HibpConfig) -> Result<Self> {
         #[cfg(feature = "hibp-tls")]
@@ -179,6 +180,12 @@ impl HibpClient {
         }
         if uri.host().is_none_or(str::is_empty) {
             return Err(config_error("base_url has no host"));
+        }
+        // hyper never sends userinfo, and it would be shown by Debug: refuse it.
+        if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+            return Err(config_error(
+                "base_url must not carry credentials (user:password@host)",
+            ));
         }
         if uri.query().is_some() {
             return Err(config_error("base_url must not have a query"));
@@ -344,7 +351,15 @@ mod tests {
                     .is_err()
             );
         }
-        for bad in ["not a url", "ftp://x", "http://", "http://h/p?q=1"] {
+        for bad in [
+            "not a url",
+            "ftp://x",
+            "http://",
+            "http://h/p?q=1",
+            // credentials in the URL would be shown by Debug and are never sent anyway
+            "http://user:secret@127.0.0.1:1",
+            "http://token@mirror.internal/hibp",
+        ] {
             assert!(
                 HibpClient::new(HibpConfig::with_base_url(bad)).is_err(),
                 "{bad}"
