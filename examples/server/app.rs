@@ -189,9 +189,9 @@ impl Probe {
         allow(clippy::unused_async, unused_variables)
     )]
     async fn check(&self, timeout: Duration) -> Result<(), umanage::core::BackendError> {
-        match self {
+        match *self {
             #[cfg(feature = "redis")]
-            Self::Redis(conn) => match tokio::time::timeout(timeout, conn.ping()).await {
+            Self::Redis(ref conn) => match tokio::time::timeout(timeout, conn.ping()).await {
                 Ok(r) => r,
                 Err(_) => Err(umanage::core::BackendError::Timeout {
                     operation: "redis ping",
@@ -199,7 +199,7 @@ impl Probe {
                 }),
             },
             #[cfg(feature = "postgres")]
-            Self::Postgres(pool) => umanage::postgres::ping(pool, timeout).await,
+            Self::Postgres(ref pool) => umanage::postgres::ping(pool, timeout).await,
         }
     }
 }
@@ -237,6 +237,7 @@ impl Stores {
     }
 
     /// The spray detector: Redis when configured (shared by every instance), else memory.
+    #[cfg_attr(not(feature = "redis"), allow(clippy::unused_self))]
     fn spray(&self, config: SprayConfig, clock: &SharedClock) -> Arc<dyn SprayDetector> {
         #[cfg(feature = "redis")]
         if let Some(conn) = &self.redis {
