@@ -105,15 +105,47 @@ impl HashedPassword {
 
 impl fmt::Debug for HashedPassword {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // `$argon2id$v=19$m=..,t=..,p=..` (up to the salt) or `$2b$12` for bcrypt.
-        let visible: String = self
-            .0
-            .split('$')
-            .take(if self.0.starts_with("$2") { 3 } else { 4 })
-            .collect::<Vec<_>>()
-            .join("$");
-        let visible: String = visible.chars().take(80).collect();
-        write!(f, "HashedPassword({visible}$…)")
+        // `$argon2id$v=19$m=..,t=..,p=..` (up to the salt) or `$2b$12` for bcrypt; anything
+        // else (a legacy plaintext or MD5 column, a typo) shows only its length.
+        match debug_prefix(&self.0) {
+            Some(visible) => {
+                let visible: String = visible.chars().take(80).collect();
+                write!(f, "HashedPassword({visible}$…)")
+            }
+            None => write!(f, "HashedPassword(<unrecognised, {} bytes>)", self.0.len()),
+        }
+    }
+}
+
+/// The algorithm and parameter fields of a stored hash of a known kind, `None` otherwise.
+fn debug_prefix(stored: &str) -> Option<String> {
+    let mut fields = stored.split('$');
+    if fields.next() != Some("") {
+        return None;
+    }
+    let id = fields.next()?;
+    match id {
+        "2a" | "2b" | "2y" | "2x" => {
+            let cost = fields.next()?;
+            (cost.len() == 2 && cost.bytes().all(|c| c.is_ascii_digit()))
+                .then(|| format!("${id}${cost}"))
+        }
+        "argon2id" | "argon2i" | "argon2d" => {
+            let mut out = format!("${id}");
+            let mut next = fields.next();
+            // the version field is optional (Argon2 1.0 hashes have none)
+            if let Some(v) = next.filter(|v| v.starts_with("v=")) {
+                out.push('$');
+                out.push_str(v);
+                next = fields.next();
+            }
+            if let Some(params) = next.filter(|p| p.contains('=')) {
+                out.push('$');
+                out.push_str(params);
+            }
+            Some(out)
+        }
+        _ => None,
     }
 }
 
@@ -959,5 +991,34 @@ mod tests {
         let b = HashedPassword::new("$2b$04$EGdrhbKUv8Oc9vGiXX0HQOxSg445d458Muh7DAHskb6QbtCvdxcie");
         let dbg = format!("{b:?}");
         assert!(dbg.contains("$2b$04") && !dbg.contains("EGdr"), "{dbg}");
+    }
+
+    #[test]
+    fn debug_of_anything_else_shows_no_content() {
+        // Argon2 1.0 hashes carry no `v=` field: the salt is the fourth field
+        let v10 = HashedPassword::new(
+            "$argon2i$m=4096,t=3,p=1$c29tZXNhbHQ$iWh06vD8Fy27wf9npn6FXWiCX4K6pW6Ue1Bnzz07Z8A",
+        );
+        let dbg = format!("{v10:?}");
+        assert!(
+            dbg.contains("argon2i") && dbg.contains("m=4096,t=3,p=1") && !dbg.contains("c29t"),
+            "{dbg}"
+        );
+        // a column that holds something else (a legacy plaintext or MD5 value, a typo)
+        for other in [
+            "hunter2",
+            "$1$saltsalt$qjXMvbEw8oaL.CzflDugX/",
+            "5f4dcc3b5aa765d61d8327deb882cf99",
+            "$argon2id$secret-looking$x$y",
+            "$2b$hunter2hunter2",
+        ] {
+            let dbg = format!("{:?}", HashedPassword::new(other));
+            for part in other
+                .split('$')
+                .filter(|p| p.len() > 3 && !p.starts_with("argon2"))
+            {
+                assert!(!dbg.contains(part), "{dbg} shows {part:?}");
+            }
+        }
     }
 }
