@@ -308,3 +308,68 @@ async fn checker_and_policy_integration() {
     assert!(report.is_valid(), "{:?}", report.violations);
     assert_eq!(sha1_digest(&pw("abc")).len(), 20);
 }
+
+/// A file that is truncated or overwritten with garbage after it was opened (replaced under
+/// a running server): lookups are I/O errors or plain answers, the checker reports the
+/// configured failure policy, and nothing panics or reads out of bounds.
+#[tokio::test]
+async fn index_damaged_after_open_is_unavailable_not_a_panic() {
+    use umanage_password::breach::UnavailableReason;
+    let dir = TempDir::new("damaged");
+    let path = dir.path("d.idx");
+    let mut out = Cursor::new(Vec::new());
+    build_index(
+        corpus(2_000, true).as_bytes(),
+        &mut out,
+        BuildOptions::default(),
+    )
+    .unwrap();
+    let good = out.into_inner();
+    std::fs::write(&path, &good).unwrap();
+    let index = OfflineIndex::open(&path)
+        .unwrap()
+        .with_failure_policy(FailurePolicy::FailClosed);
+    assert_eq!(
+        index.check(&pw("password")).await,
+        BreachStatus::Breached { count: 10_434_004 }
+    );
+
+    // records overwritten with garbage (same length): answers, but no panic
+    let mut garbage = good.clone();
+    let data_start = garbage.len() - 2_000 * 24;
+    for (i, b) in garbage[data_start..].iter_mut().enumerate() {
+        *b = (i as u8).wrapping_mul(151).wrapping_add(7);
+    }
+    std::fs::write(&path, &garbage).unwrap();
+    for p in ["password", "123456", "", "x"] {
+        let _ = index.lookup(&pw(p)).unwrap();
+        assert!(!matches!(
+            index.check(&pw(p)).await,
+            BreachStatus::Unavailable { .. }
+        ));
+    }
+
+    // truncated to the header: every lookup is an I/O error, the check fails closed
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(24)
+        .unwrap();
+    for p in ["password", "123456", "tulip harbor glass 93"] {
+        assert!(index.lookup(&pw(p)).is_err() || index.lookup(&pw(p)).unwrap().is_none());
+        let status = index.check(&pw(p)).await;
+        assert!(
+            matches!(
+                status,
+                BreachStatus::Unavailable {
+                    policy: FailurePolicy::FailClosed,
+                    reason: UnavailableReason::Io
+                } | BreachStatus::NotFound
+            ),
+            "{p}: {status:?}"
+        );
+    }
+    assert!(index.lookup(&pw("password")).is_err());
+    assert!(index.check(&pw("password")).await.rejects());
+}
