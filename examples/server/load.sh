@@ -3,6 +3,7 @@
 #
 #   bash examples/server/load.sh            # defaults below; prints the figures and `uptime`
 #   DURATION=30s CONNS=128 bash examples/server/load.sh
+#   ACCOUNT_CACHE_TTL=0s bash examples/server/load.sh   # /v1/me reads Postgres every time
 #
 # What it does:
 #   1. builds the server in release (`cargo build --release --example server --all-features`);
@@ -28,6 +29,8 @@ DURATION="${DURATION:-20s}"
 LOGIN_DURATION="${LOGIN_DURATION:-15s}"
 THREADS="${THREADS:-2}"
 CONNS="${CONNS:-64}"
+# GET /v1/me's account cache ("0s" reads the account from Postgres on every request)
+ACCOUNT_CACHE_TTL="${ACCOUNT_CACHE_TTL:-1s}"
 REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
 PG_BASE="${PG_BASE:-postgres://postgres@127.0.0.1:5432}"
 DB="umanage_load_$$"
@@ -71,6 +74,7 @@ max_concurrent = 2
 queue_timeout = "250ms"
 [http]
 secure_cookie = false
+account_cache_ttl = "$ACCOUNT_CACHE_TTL"
 EOF
 
 "$BIN" --config "$WORK/umanage.toml" >"$WORK/server.log" 2>&1 &
