@@ -261,6 +261,53 @@ async fn memory_eviction_frees_an_eighth_even_when_few_are_stale() {
     assert_eq!(oldest_kept.observed.source_accounts, 0);
 }
 
+/// Above the block threshold, `retry_after` is the time until enough of the oldest
+/// evidence has left for the count to drop below it (not the oldest member's expiry).
+#[tokio::test]
+async fn memory_block_retry_above_the_threshold() {
+    let clock = ManualClock::default();
+    let window = Duration::from_secs(100);
+    let cfg = SprayConfig::builder()
+        .per_source(DistinctRule::new(window).with_block_at(3))
+        .per_account(DistinctRule::new(window))
+        .build()
+        .unwrap();
+    let d = MemorySprayDetector::with_clock(cfg, clock.shared());
+    // five accounts 10 s apart; then the first is refreshed, so the set's order is not
+    // the order of its times
+    for (i, acct) in ["a", "b", "c", "d", "e"].iter().enumerate() {
+        if i > 0 {
+            clock.advance(Duration::from_secs(10));
+        }
+        d.record_failure(&LoginAttempt::new(ip("192.0.2.7"), acct))
+            .await
+            .unwrap();
+    }
+    // times: a 0, b 10, c 20, d 30, e 40; now 40. Refresh `a` to 40.
+    d.record_failure(&LoginAttempt::new(ip("192.0.2.7"), "a"))
+        .await
+        .unwrap();
+    let a = d
+        .assess(&LoginAttempt::new(ip("192.0.2.7"), "z"))
+        .await
+        .unwrap();
+    assert_eq!(a.observed.source_accounts, 5);
+    // sorted: b 10, c 20, d 30, a 40, e 40; below 3 once d (30) leaves: 30 + 100 - 40
+    assert_eq!(
+        a.action,
+        SprayAction::Block {
+            retry_after: Duration::from_secs(90)
+        }
+    );
+    clock.advance(Duration::from_secs(90));
+    let a = d
+        .assess(&LoginAttempt::new(ip("192.0.2.7"), "z"))
+        .await
+        .unwrap();
+    assert_eq!(a.observed.source_accounts, 2);
+    assert!(a.is_allow(), "{a:?}");
+}
+
 /// Stale entries are swept by recording alone (every `SWEEP_EVERY` records), without an
 /// explicit purge.
 #[tokio::test]

@@ -115,9 +115,11 @@ impl<K: Copy + Eq> Members<K> {
         if let Some(b) = rule.block_at
             && count >= b
         {
+            // the (count - b)-th oldest: once it leaves, the count is below the threshold
+            // (a linear selection, not a sort: a blocked source may keep asking)
             let mut times: Vec<i64> = self.entries.iter().map(|&(_, t)| t).collect();
-            times.sort_unstable();
-            block_retry_ms = times[(count - b) as usize] + window - now;
+            let (_, nth, _) = times.select_nth_unstable((count - b) as usize);
+            block_retry_ms = *nth + window - now;
         }
         DistinctCount {
             count,
