@@ -23,7 +23,10 @@
 //! the attempts that follow get that action. [`record_failure`](SprayDetector::record_failure)
 //! returns the assessment *including* the failure just recorded, i.e. the one the next
 //! attempt will get; [`assess`](SprayDetector::assess) is the read-only check a host makes
-//! before it verifies a password, so a blocked source costs no hashing.
+//! before it verifies a password, so a blocked source costs no hashing. The two are
+//! separate calls: attempts in flight at the same time are all assessed on the evidence
+//! from before any of them is recorded, so a burst can pass a threshold by its own size
+//! (bound bursts with a per-source rate limit).
 //!
 //! # Successful logins
 //!
@@ -34,6 +37,9 @@
 //! nor other sources' failures on `A` (the owner logging in does not end a distributed attack
 //! on the account). Successes are counted by the global signal, whose optional
 //! [`min_failure_ratio`](GlobalRule::min_failure_ratio) compares failures with all attempts.
+//! Every success counts, so an attacker who controls working accounts can log in to them
+//! over and over to hold the ratio down; where that matters, keep the ratio at 0 (the
+//! threshold alone decides) and rely on the per-source and per-account signals.
 //!
 //! # Accounts
 //!
@@ -297,7 +303,8 @@ pub struct GlobalRule {
     #[serde(default)]
     pub challenge_at: Option<u64>,
     /// The signal fires only while failures are at least this share (0 to 1) of all
-    /// attempts in the window; 0 turns the ratio check off.
+    /// attempts in the window; 0 turns the ratio check off. Successes are not deduplicated,
+    /// so repeated logins to accounts an attacker owns lower the share (module docs).
     #[serde(default)]
     pub min_failure_ratio: f64,
 }
