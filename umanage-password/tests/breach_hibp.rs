@@ -31,6 +31,10 @@ enum Behaviour {
     Stall,
     Garbage,
     Huge,
+    /// Headers at once, then the body one row every 50 ms (never finishing in time).
+    DripBody,
+    /// A chunked body that never ends (well-formed rows, as fast as the socket takes them).
+    Endless,
 }
 
 /// What the server saw of one request.
@@ -133,6 +137,35 @@ async fn serve(behaviour: Behaviour) -> Server {
                     }
                     Behaviour::Garbage => (200, "this is not a range response".to_owned()),
                     Behaviour::Huge => (200, "0".repeat(64 * 1024)),
+                    Behaviour::DripBody => {
+                        let head = "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 1000000\r\n\r\n";
+                        if socket.write_all(head.as_bytes()).await.is_err() {
+                            return;
+                        }
+                        for i in 0..600u32 {
+                            let row = format!("{:035X}:1\r\n", u128::from(i));
+                            if socket.write_all(row.as_bytes()).await.is_err() {
+                                return;
+                            }
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        return;
+                    }
+                    Behaviour::Endless => {
+                        let head = "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\n\r\n";
+                        if socket.write_all(head.as_bytes()).await.is_err() {
+                            return;
+                        }
+                        let mut rows = String::new();
+                        for i in 0..100u32 {
+                            use std::fmt::Write as _;
+                            let _ = write!(rows, "{:035X}:1\r\n", u128::from(i));
+                        }
+                        let chunk = format!("{:x}\r\n{rows}\r\n", rows.len());
+                        // stops when the client hangs up
+                        while socket.write_all(chunk.as_bytes()).await.is_ok() {}
+                        return;
+                    }
                 };
                 let response = format!(
                     "HTTP/1.1 {status} X\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
@@ -238,6 +271,9 @@ async fn failures_follow_the_failure_policy() {
         (Behaviour::Stall, UnavailableReason::Timeout),
         (Behaviour::Garbage, UnavailableReason::InvalidResponse),
         (Behaviour::Huge, UnavailableReason::InvalidResponse),
+        // bounded in time while the body trickles in, and in size when it never ends
+        (Behaviour::DripBody, UnavailableReason::Timeout),
+        (Behaviour::Endless, UnavailableReason::InvalidResponse),
     ];
     for (behaviour, reason) in cases {
         let server = serve(behaviour).await;
