@@ -8,7 +8,7 @@
     dead_code
 )]
 
-#[path = "../examples/server/app.rs"]
+#[path = "../examples/server/app/mod.rs"]
 mod app;
 #[path = "../examples/server/config.rs"]
 mod config;
