@@ -40,14 +40,38 @@ impl Reply {
         serde_json::from_slice(&self.body).unwrap_or(Value::Null)
     }
 
-    /// A problem response: the right media type and a stable code.
-    fn assert_problem(&self, status: u16, code: &str) {
+    /// The status, with the body in the failure message.
+    #[track_caller]
+    fn assert_status(&self, status: u16) {
         assert_eq!(
             self.status,
             status,
             "body: {}",
             String::from_utf8_lossy(&self.body)
         );
+    }
+
+    /// The bearer token of a login reply.
+    #[track_caller]
+    fn token(&self) -> String {
+        self.json()["token"].as_str().unwrap().to_owned()
+    }
+
+    /// The `code` of every violation of a 422 reply.
+    #[track_caller]
+    fn violation_codes(&self) -> Vec<String> {
+        self.json()["violations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["code"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    /// A problem response: the right media type and a stable code.
+    #[track_caller]
+    fn assert_problem(&self, status: u16, code: &str) {
+        self.assert_status(status);
         assert_eq!(
             self.header("content-type"),
             Some("application/problem+json")
@@ -178,6 +202,37 @@ impl Server {
         )
         .await
     }
+
+    /// A login through a proxy that forwards for `xff`.
+    async fn login_from(&self, login: &str, password: &str, xff: &str) -> Reply {
+        let body = json!({"login": login, "password": password}).to_string();
+        self.send(
+            "POST",
+            "/v1/sessions",
+            None,
+            Some(body.as_bytes()),
+            &[
+                ("Content-Type", "application/json"),
+                ("X-Forwarded-For", xff),
+            ],
+        )
+        .await
+    }
+
+    async fn register(&self, username: &str, email: &str, password: &str) -> Reply {
+        let body = json!({"username": username, "email": email, "password": password});
+        self.json("POST", "/v1/users", None, &body).await
+    }
+
+    async fn change_password(&self, token: &str, current: &str, new: &str) -> Reply {
+        let body = json!({"current_password": current, "new_password": new});
+        self.json("PUT", "/v1/me/password", Some(token), &body)
+            .await
+    }
+
+    async fn delete(&self, path: &str, token: &str) -> Reply {
+        self.send("DELETE", path, Some(token), None, &[]).await
+    }
 }
 
 fn parse_reply(buf: &[u8]) -> Reply {
@@ -253,59 +308,26 @@ async fn journey(stores: app::Stores) {
     );
     assert!(r.header("ratelimit-policy").is_some());
     let r = server.get("/readyz", None).await;
-    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    r.assert_status(200);
 
     // Register: weak password -> every violation at once.
-    let r = server
-        .json(
-            "POST",
-            "/v1/users",
-            None,
-            &json!({"username": "alice", "email": "alice@example.com", "password": "alice"}),
-        )
-        .await;
+    let r = server.register("alice", "alice@example.com", "alice").await;
     r.assert_problem(422, "validation_failed");
-    let codes: Vec<String> = r.json()["violations"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v["code"].as_str().unwrap().to_owned())
-        .collect();
+    let codes = r.violation_codes();
     assert!(codes.contains(&"too_short".to_owned()), "{codes:?}");
     assert!(codes.len() >= 2, "{codes:?}");
 
-    let r = server
-        .json(
-            "POST",
-            "/v1/users",
-            None,
-            &json!({"username": "alice", "email": "Alice@Example.com", "password": GOOD}),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let r = server.register("alice", "Alice@Example.com", GOOD).await;
+    r.assert_status(201);
     let user = r.json();
     assert_eq!(user["username"], "alice");
     assert_eq!(user["email"], "Alice@example.com");
     let user_id = user["id"].as_str().unwrap().to_owned();
 
     // Taken, case-insensitively.
-    let r = server
-        .json(
-            "POST",
-            "/v1/users",
-            None,
-            &json!({"username": "ALICE", "email": "other@example.com", "password": GOOD}),
-        )
-        .await;
+    let r = server.register("ALICE", "other@example.com", GOOD).await;
     r.assert_problem(409, "username_taken");
-    let r = server
-        .json(
-            "POST",
-            "/v1/users",
-            None,
-            &json!({"username": "alice2", "email": "alice@EXAMPLE.com", "password": GOOD}),
-        )
-        .await;
+    let r = server.register("alice2", "alice@EXAMPLE.com", GOOD).await;
     r.assert_problem(409, "email_taken");
 
     // Wrong password and unknown user: the same 401 body.
@@ -317,7 +339,7 @@ async fn journey(stores: app::Stores) {
 
     // Login by username, then by email (a second device).
     let r = server.login("alice", GOOD).await;
-    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    r.assert_status(201);
     let cookie = r.header("set-cookie").unwrap().to_owned();
     assert!(cookie.starts_with("umanage_session="));
     assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"));
@@ -327,7 +349,7 @@ async fn journey(stores: app::Stores) {
     assert!(first["session"]["idle_expires_at"].is_string());
     let r = server.login("ALICE@example.com", GOOD).await;
     assert_eq!(r.status, 201);
-    let second = r.json()["token"].as_str().unwrap().to_owned();
+    let second = r.token();
 
     // Me: bearer, and the cookie.
     let r = server.get("/v1/me", Some(&token)).await;
@@ -372,42 +394,16 @@ async fn journey(stores: app::Stores) {
 
     // Change password: wrong current -> 401, weak -> 422, reuse -> 422, ok -> 204.
     let r = server
-        .json(
-            "PUT",
-            "/v1/me/password",
-            Some(&token),
-            &json!({"current_password": "wrong wrong wrong", "new_password": NEWER}),
-        )
+        .change_password(&token, "wrong wrong wrong", NEWER)
         .await;
     r.assert_problem(401, "invalid_credentials");
-    let r = server
-        .json(
-            "PUT",
-            "/v1/me/password",
-            Some(&token),
-            &json!({"current_password": GOOD, "new_password": "short"}),
-        )
-        .await;
+    let r = server.change_password(&token, GOOD, "short").await;
     r.assert_problem(422, "validation_failed");
-    let r = server
-        .json(
-            "PUT",
-            "/v1/me/password",
-            Some(&token),
-            &json!({"current_password": GOOD, "new_password": GOOD}),
-        )
-        .await;
+    let r = server.change_password(&token, GOOD, GOOD).await;
     r.assert_problem(422, "validation_failed");
     assert_eq!(r.json()["violations"][0]["code"], "password_reused");
-    let r = server
-        .json(
-            "PUT",
-            "/v1/me/password",
-            Some(&token),
-            &json!({"current_password": GOOD, "new_password": NEWER}),
-        )
-        .await;
-    assert_eq!(r.status, 204, "{}", String::from_utf8_lossy(&r.body));
+    let r = server.change_password(&token, GOOD, NEWER).await;
+    r.assert_status(204);
     // The other session is gone, this one lives.
     server
         .get("/v1/me", Some(&second))
@@ -422,14 +418,7 @@ async fn journey(stores: app::Stores) {
     assert_eq!(r.status, 201);
     let third = r.json();
     // History comes from the credential store: the previous password is refused too.
-    let r = server
-        .json(
-            "PUT",
-            "/v1/me/password",
-            Some(&token),
-            &json!({"current_password": NEWER, "new_password": GOOD}),
-        )
-        .await;
+    let r = server.change_password(&token, NEWER, GOOD).await;
     r.assert_problem(422, "validation_failed");
     assert_eq!(r.json()["violations"][0]["code"], "password_reused");
     let third_token = third["token"].as_str().unwrap().to_owned();
@@ -437,26 +426,16 @@ async fn journey(stores: app::Stores) {
 
     // Revoke a session by id, then log out.
     let r = server
-        .send(
-            "DELETE",
-            &format!("/v1/sessions/{third_id}"),
-            Some(&token),
-            None,
-            &[],
-        )
+        .delete(&format!("/v1/sessions/{third_id}"), &token)
         .await;
     assert_eq!(r.status, 204);
     server
         .get("/v1/me", Some(&third_token))
         .await
         .assert_problem(401, "unauthenticated");
-    let r = server
-        .send("DELETE", "/v1/sessions/not-a-uuid", Some(&token), None, &[])
-        .await;
+    let r = server.delete("/v1/sessions/not-a-uuid", &token).await;
     r.assert_problem(404, "not_found");
-    let r = server
-        .send("DELETE", "/v1/sessions/current", Some(&token), None, &[])
-        .await;
+    let r = server.delete("/v1/sessions/current", &token).await;
     assert_eq!(r.status, 204);
     server
         .get("/v1/me", Some(&token))
@@ -465,21 +444,21 @@ async fn journey(stores: app::Stores) {
 
     // Admin: alice is not one; root is.
     let r = server.login("alice", NEWER).await;
-    let alice = r.json()["token"].as_str().unwrap().to_owned();
+    let alice = r.token();
     server
         .get("/v1/admin/audit", Some(&alice))
         .await
         .assert_problem(403, "forbidden");
     let r = server.login("root", ADMIN_PASSWORD).await;
     assert_eq!(r.status, 201);
-    let root = r.json()["token"].as_str().unwrap().to_owned();
+    let root = r.token();
     let r = server
         .get(
             &format!("/v1/admin/audit?actor={user_id}&type=auth.login.success"),
             Some(&root),
         )
         .await;
-    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    r.assert_status(200);
     let events = r.json()["events"].as_array().unwrap().clone();
     assert_eq!(events.len(), 4, "{events:?}");
     assert!(
@@ -514,13 +493,7 @@ async fn journey(stores: app::Stores) {
         .await;
     assert_eq!(r.json()["sessions"].as_array().unwrap().len(), 1);
     let r = server
-        .send(
-            "DELETE",
-            &format!("/v1/admin/users/{user_id}/sessions"),
-            Some(&root),
-            None,
-            &[],
-        )
+        .delete(&format!("/v1/admin/users/{user_id}/sessions"), &root)
         .await;
     assert_eq!(r.status, 204);
     server
@@ -599,32 +572,13 @@ async fn bad_input(stores: app::Stores) {
     }
     // A password far beyond the normalisation cap: a violation, not a crash.
     let long = "x".repeat(5000);
-    let r = server
-        .json(
-            "POST",
-            "/v1/users",
-            None,
-            &json!({"username": "bob", "email": "b@example.com", "password": long}),
-        )
-        .await;
+    let r = server.register("bob", "b@example.com", &long).await;
     r.assert_problem(422, "validation_failed");
     // A bad username and email are violations too, reported with the password's.
-    let r = server
-        .json(
-            "POST",
-            "/v1/users",
-            None,
-            &json!({"username": " ", "email": "no-at-sign", "password": "x"}),
-        )
-        .await;
+    let r = server.register(" ", "no-at-sign", "x").await;
     r.assert_problem(422, "validation_failed");
-    let codes: Vec<Value> = r.json()["violations"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v["code"].clone())
-        .collect();
-    assert!(codes.contains(&json!("invalid_username")), "{codes:?}");
+    let codes = r.violation_codes();
+    assert!(codes.contains(&"invalid_username".to_owned()), "{codes:?}");
     // A forged request id is replaced.
     let r = server
         .send(
@@ -736,7 +690,7 @@ mod redis_postgres {
             .unwrap();
         let server = Server::start(stores).await;
         let r = server.get("/readyz", None).await;
-        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        r.assert_status(200);
         assert_eq!(r.json()["checks"], json!({"redis": "up", "postgres": "up"}));
 
         redis.stop();
@@ -773,8 +727,7 @@ mod redis_postgres {
         let accounts = Arc::clone(&stores.accounts);
         let server = Server::start(stores).await;
         cred_pool.close().await;
-        let body = json!({"username": "dora", "email": "dora@example.com", "password": GOOD});
-        let r = server.json("POST", "/v1/users", None, &body).await;
+        let r = server.register("dora", "dora@example.com", GOOD).await;
         assert!(
             r.status == 503 || r.status == 500,
             "{}",
@@ -819,18 +772,8 @@ mod redis_postgres {
 }
 
 async fn login_via(server: &Server, xff: &str) -> u16 {
-    let body = json!({"login": "nobody", "password": "not the password at all"}).to_string();
     server
-        .send(
-            "POST",
-            "/v1/sessions",
-            None,
-            Some(body.as_bytes()),
-            &[
-                ("Content-Type", "application/json"),
-                ("X-Forwarded-For", xff),
-            ],
-        )
+        .login_from("nobody", "not the password at all", xff)
         .await
         .status
 }
@@ -900,39 +843,20 @@ async fn example_config_loads_and_applies() {
     settings.secure_cookie = false;
     let server = Server::start_with(app::Stores::memory(&SystemClock::shared()), settings).await;
     // A passphrase NIST accepts lacks the classes enterprise() asks for.
-    let r = server
-        .json(
-            "POST",
-            "/v1/users",
-            None,
-            &json!({"username": "erin", "email": "erin@example.com", "password": GOOD}),
-        )
-        .await;
+    let r = server.register("erin", "erin@example.com", GOOD).await;
     r.assert_problem(422, "validation_failed");
     assert!(!r.json()["violations"].as_array().unwrap().is_empty());
     let strong = "Qz8!vK2#mW9$pL";
-    let r = server
-        .json(
-            "POST",
-            "/v1/users",
-            None,
-            &json!({"username": "erin", "email": "erin@example.com", "password": strong}),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let r = server.register("erin", "erin@example.com", strong).await;
+    r.assert_status(201);
     let r = server.login("erin", strong).await;
-    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    r.assert_status(201);
     assert_eq!(r.json()["password_expired"], false);
     assert!(r.json()["password_expires_at"].is_string());
-    let token = r.json()["token"].as_str().unwrap().to_owned();
+    let token = r.token();
     // The one-day minimum age comes from the SDK's PasswordService.
     let r = server
-        .json(
-            "PUT",
-            "/v1/me/password",
-            Some(&token),
-            &json!({"current_password": strong, "new_password": "Xr7%tN4&bH6*jD"}),
-        )
+        .change_password(&token, strong, "Xr7%tN4&bH6*jD")
         .await;
     r.assert_problem(422, "validation_failed");
     assert_eq!(r.json()["violations"][0]["code"], "password_too_recent");
@@ -1045,20 +969,13 @@ async fn openapi_documents_every_route() {
 
     // Real bodies have exactly the documented properties.
     let schema = |name: &str| keys(&doc["components"]["schemas"][name]["properties"]);
-    let r = server
-        .json(
-            "POST",
-            "/v1/users",
-            None,
-            &json!({"username": "olga", "email": "olga@example.com", "password": GOOD}),
-        )
-        .await;
+    let r = server.register("olga", "olga@example.com", GOOD).await;
     assert_eq!(r.status, 201);
     assert_eq!(keys(&r.json()), schema("AccountDoc"));
     let r = server.login("olga", GOOD).await;
     assert_eq!(keys(&r.json()), schema("LoginDoc"));
     assert_eq!(keys(&r.json()["session"]), schema("SessionRefDoc"));
-    let token = r.json()["token"].as_str().unwrap().to_owned();
+    let token = r.token();
     assert_eq!(
         keys(&server.get("/v1/me", Some(&token)).await.json()),
         schema("AccountDoc")
@@ -1085,14 +1002,7 @@ async fn openapi_documents_every_route() {
     );
     let problem = server.get("/v1/me", None).await.json();
     assert!(keys(&problem).is_subset(&schema("ProblemDoc")), "{problem}");
-    let r = server
-        .json(
-            "POST",
-            "/v1/users",
-            None,
-            &json!({"username": "x", "email": "nope", "password": "a"}),
-        )
-        .await;
+    let r = server.register("x", "nope", "a").await;
     assert!(keys(&r.json()).is_subset(&schema("ProblemDoc")));
     for v in r.json()["violations"].as_array().unwrap() {
         assert!(keys(v).is_subset(&schema("ViolationDoc")), "{v}");
@@ -1117,22 +1027,8 @@ async fn spray_case(stores: app::Stores) {
     .unwrap();
     let server = Server::start_with(stores, app::Settings::from_config(&cfg).unwrap()).await;
     let attempt = |user: String, xff: &'static str| {
-        let body = json!({"login": user, "password": "Spring2026 password!"}).to_string();
         let server = &server;
-        async move {
-            server
-                .send(
-                    "POST",
-                    "/v1/sessions",
-                    None,
-                    Some(body.as_bytes()),
-                    &[
-                        ("Content-Type", "application/json"),
-                        ("X-Forwarded-For", xff),
-                    ],
-                )
-                .await
-        }
+        async move { server.login_from(&user, "Spring2026 password!", xff).await }
     };
     for i in 0..4 {
         attempt(format!("victim{i}"), "203.0.113.7")
@@ -1147,23 +1043,10 @@ async fn spray_case(stores: app::Stores) {
     r.assert_problem(429, "spray_blocked");
     // Another client logs in normally, and finds the block in the audit trail.
     let r = server
-        .send(
-            "POST",
-            "/v1/sessions",
-            None,
-            Some(
-                json!({"login": "root", "password": ADMIN_PASSWORD})
-                    .to_string()
-                    .as_bytes(),
-            ),
-            &[
-                ("Content-Type", "application/json"),
-                ("X-Forwarded-For", "203.0.113.8"),
-            ],
-        )
+        .login_from("root", ADMIN_PASSWORD, "203.0.113.8")
         .await;
-    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
-    let root = r.json()["token"].as_str().unwrap().to_owned();
+    r.assert_status(201);
+    let root = r.token();
     let r = server
         .get("/v1/admin/audit?type=security.spray_detected", Some(&root))
         .await;
