@@ -7,7 +7,7 @@
 //! ```text
 //! mod memory {
 //!     async fn harness() -> Option<umanage_account::testing::AccountHarness> {
-//!         Some(umanage_account::testing::AccountHarness::memory())
+//!         Some(umanage_account::testing::memory_harness())
 //!     }
 //!     umanage_account::account_store_conformance!(harness);
 //! }
@@ -20,47 +20,20 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use umanage_core::UserId;
-use umanage_core::testkit::{Guard, TimeControl};
+use umanage_core::testkit::{Harness, TimeControl};
 
 use crate::{Account, AccountCursor, AccountError, AccountStatus, AccountStore, NewAccount, Role};
 
 /// What every case receives.
-#[derive(Debug)]
-pub struct AccountHarness {
-    /// The store under test, as a trait object. It starts empty.
-    pub store: Arc<dyn AccountStore>,
-    /// How to let time pass for it.
-    pub time: TimeControl,
-    /// Keeps the test's namespace (and so its clean-up) alive until the case ends.
-    pub guard: Guard,
-}
+pub type AccountHarness = Harness<dyn AccountStore>;
 
-impl AccountHarness {
-    /// A harness over `store` (which must be empty).
-    pub fn new(store: Arc<dyn AccountStore>, time: TimeControl) -> Self {
-        Self {
-            store,
-            time,
-            guard: Guard::none(),
-        }
-    }
-
-    /// Keeps `guard` (a [`TestPostgres`](umanage_core::testkit::TestPostgres)) alive as long
-    /// as the harness.
-    #[must_use]
-    pub fn with_guard(mut self, guard: impl std::any::Any + Send + Sync) -> Self {
-        self.guard = Guard::new(guard);
-        self
-    }
-
-    /// A [`MemoryAccountStore`](crate::MemoryAccountStore) on a fresh
-    /// [`ManualClock`](umanage_core::ManualClock).
-    #[cfg(feature = "memory")]
-    pub fn memory() -> Self {
-        let clock = umanage_core::ManualClock::default();
-        let store = crate::MemoryAccountStore::with_clock(clock.shared());
-        Self::new(Arc::new(store), TimeControl::Manual(clock))
-    }
+/// A harness over a [`MemoryAccountStore`](crate::MemoryAccountStore) on a fresh
+/// [`ManualClock`](umanage_core::ManualClock).
+#[cfg(feature = "memory")]
+pub fn memory_harness() -> AccountHarness {
+    let clock = umanage_core::ManualClock::default();
+    let store = crate::MemoryAccountStore::with_clock(clock.shared());
+    Harness::new(Arc::new(store), TimeControl::Manual(clock))
 }
 
 /// Stamps out every case for `$setup`, an `async fn() -> Option<AccountHarness>`.

@@ -17,7 +17,7 @@ mod memory {
     use super::*;
 
     async fn harness() -> Option<AccountHarness> {
-        Some(AccountHarness::memory())
+        Some(umanage_account::testing::memory_harness())
     }
     umanage_account::account_store_conformance!(harness);
 }

@@ -14,7 +14,7 @@ pub mod kv {
     //! ```text
     //! mod memory {
     //!     async fn harness() -> Option<umanage_core::testing::kv::KvHarness> {
-    //!         Some(umanage_core::testing::kv::KvHarness::memory())
+    //!         Some(umanage_core::testing::kv::memory_harness())
     //!     }
     //!     umanage_core::kv_conformance!(harness);
     //! }
@@ -24,44 +24,17 @@ pub mod kv {
     use std::time::Duration;
 
     use crate::kv::{KvError, KvStore};
-    use crate::testkit::{Guard, TimeControl};
+    use crate::testkit::Harness;
 
     /// What every KV conformance case receives.
-    #[derive(Debug)]
-    pub struct KvHarness {
-        /// The store under test, as a trait object.
-        pub store: Arc<dyn KvStore>,
-        /// How to let time pass for it.
-        pub time: TimeControl,
-        /// Keeps the test's namespace (and so its clean-up) alive until the case ends.
-        pub guard: Guard,
-    }
+    pub type KvHarness = Harness<dyn KvStore>;
 
-    impl KvHarness {
-        /// A harness over `store`.
-        pub fn new(store: Arc<dyn KvStore>, time: TimeControl) -> Self {
-            Self {
-                store,
-                time,
-                guard: Guard::none(),
-            }
-        }
-
-        /// Keeps `guard` (a [`TestRedis`](crate::testkit::TestRedis) or
-        /// [`TestPostgres`](crate::testkit::TestPostgres)) alive as long as the harness.
-        #[must_use]
-        pub fn with_guard(mut self, guard: impl std::any::Any + Send + Sync) -> Self {
-            self.guard = Guard::new(guard);
-            self
-        }
-
-        /// A memory store on a fresh [`ManualClock`](crate::ManualClock).
-        #[cfg(feature = "memory")]
-        pub fn memory() -> Self {
-            let clock = crate::ManualClock::default();
-            let store = crate::kv::MemoryKvStore::with_clock(clock.shared());
-            Self::new(Arc::new(store), TimeControl::Manual(clock))
-        }
+    /// A harness over a memory store on a fresh [`ManualClock`](crate::ManualClock).
+    #[cfg(feature = "memory")]
+    pub fn memory_harness() -> KvHarness {
+        let clock = crate::ManualClock::default();
+        let store = crate::kv::MemoryKvStore::with_clock(clock.shared());
+        Harness::new(Arc::new(store), crate::testkit::TimeControl::Manual(clock))
     }
 
     /// Stamps out every KV case for `$setup`, an `async fn() -> Option<KvHarness>`.

@@ -21,14 +21,14 @@
 //!
 //! # Conformance suites
 //!
-//! A backend trait's contract is written once, as plain `async fn`s taking a harness that
-//! holds the trait object (see [`crate::testing::kv`]). [`conformance_tests!`](crate::conformance_tests) stamps out one
+//! A backend trait's contract is written once, as plain `async fn`s taking a [`Harness`]
+//! that holds the trait object (see [`crate::testing::kv`]). [`conformance_tests!`](crate::conformance_tests) stamps out one
 //! `#[tokio::test]` per function for a given harness constructor, so every backend runs the
 //! same suite:
 //!
 //! ```text
 //! mod memory {
-//!     async fn harness() -> Option<KvHarness> { Some(KvHarness::memory()) }
+//!     async fn harness() -> Option<KvHarness> { Some(kv::memory_harness()) }
 //!     umanage_core::kv_conformance!(harness);
 //! }
 //! mod redis {
@@ -557,6 +557,41 @@ impl std::fmt::Debug for Guard {
         } else {
             "Guard(empty)"
         })
+    }
+}
+
+/// What every conformance case of a store-shaped suite receives: the store under test,
+/// how time passes for it, and whatever keeps its test namespace alive.
+///
+/// `S` is the store trait object, e.g. `Harness<dyn KvStore>`; each suite names its
+/// instance with an alias (`KvHarness`, `SessionHarness`, ...) and offers its memory
+/// harness as a free function (`memory_harness()`), since an inherent `memory()` cannot be
+/// added to a foreign type.
+#[derive(Debug)]
+pub struct Harness<S: ?Sized> {
+    /// The store under test, as a trait object. It starts empty.
+    pub store: std::sync::Arc<S>,
+    /// How to let time pass for it.
+    pub time: TimeControl,
+    /// Keeps the test's namespace (and so its clean-up) alive until the case ends.
+    pub guard: Guard,
+}
+
+impl<S: ?Sized> Harness<S> {
+    /// A harness over `store` (which must be empty), holding no guard.
+    pub fn new(store: std::sync::Arc<S>, time: TimeControl) -> Self {
+        Self {
+            store,
+            time,
+            guard: Guard::none(),
+        }
+    }
+
+    /// Keeps `guard` (a [`TestRedis`], [`TestPostgres`], ...) alive as long as the harness.
+    #[must_use]
+    pub fn with_guard(mut self, guard: impl std::any::Any + Send + Sync) -> Self {
+        self.guard = Guard::new(guard);
+        self
     }
 }
 

@@ -16,7 +16,7 @@ mod memory {
     use super::*;
 
     async fn harness() -> Option<KvHarness> {
-        Some(KvHarness::memory())
+        Some(umanage_core::testing::kv::memory_harness())
     }
     umanage_core::kv_conformance!(harness);
 }

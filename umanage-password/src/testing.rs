@@ -10,7 +10,7 @@ pub mod credentials {
     //! ```text
     //! mod memory {
     //!     async fn harness() -> Option<umanage_password::testing::credentials::CredentialHarness> {
-    //!         Some(umanage_password::testing::credentials::CredentialHarness::memory())
+    //!         Some(umanage_password::testing::credentials::memory_harness())
     //!     }
     //!     umanage_password::credential_store_conformance!(harness);
     //! }
@@ -21,40 +21,23 @@ pub mod credentials {
 
     use chrono::{DateTime, TimeDelta, Utc};
     use umanage_core::UserId;
-    use umanage_core::testkit::Guard;
+    use umanage_core::testkit::{Harness, TimeControl};
 
     use crate::hash::HashedPassword;
     use crate::store::{CredentialStore, NewCredential, ReplaceOutcome};
 
     /// What every credential-store case receives.
-    #[derive(Debug)]
-    pub struct CredentialHarness {
-        /// The store under test.
-        pub store: Arc<dyn CredentialStore>,
-        /// Keeps the test's namespace alive until the case ends.
-        pub guard: Guard,
-    }
+    ///
+    /// The contract takes every instant from the caller, so no case lets time pass:
+    /// build harnesses with [`TimeControl::Real`] (the `time` field goes unused).
+    pub type CredentialHarness = Harness<dyn CredentialStore>;
 
-    impl CredentialHarness {
-        /// A harness over `store`.
-        pub fn new(store: Arc<dyn CredentialStore>) -> Self {
-            Self {
-                store,
-                guard: Guard::none(),
-            }
-        }
-
-        /// Keeps `guard` (a `TestPostgres`, ...) alive as long as the harness.
-        #[must_use]
-        pub fn with_guard(mut self, guard: impl std::any::Any + Send + Sync) -> Self {
-            self.guard = Guard::new(guard);
-            self
-        }
-
-        /// A fresh memory store.
-        pub fn memory() -> Self {
-            Self::new(Arc::new(crate::store::MemoryCredentialStore::new()))
-        }
+    /// A harness over a fresh memory store.
+    pub fn memory_harness() -> CredentialHarness {
+        Harness::new(
+            Arc::new(crate::store::MemoryCredentialStore::new()),
+            TimeControl::Real,
+        )
     }
 
     /// Stamps out every credential-store case for `$setup`, an

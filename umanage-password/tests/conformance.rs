@@ -9,14 +9,14 @@
 
 use std::sync::Arc;
 
-use umanage_core::testkit;
+use umanage_core::testkit::{self, TimeControl};
 use umanage_password::testing::credentials::CredentialHarness;
 
 mod memory {
     use super::*;
 
     async fn harness() -> Option<CredentialHarness> {
-        Some(CredentialHarness::memory())
+        Some(umanage_password::testing::credentials::memory_harness())
     }
     umanage_password::credential_store_conformance!(harness);
 }
@@ -30,7 +30,7 @@ mod memory_forwarding {
     async fn harness() -> Option<CredentialHarness> {
         let inner = Arc::new(MemoryCredentialStore::new());
         let boxed: Box<dyn CredentialStore> = Box::new(inner);
-        Some(CredentialHarness::new(Arc::new(boxed)))
+        Some(CredentialHarness::new(Arc::new(boxed), TimeControl::Real))
     }
     umanage_password::credential_store_conformance!(harness);
 }
@@ -45,7 +45,7 @@ mod postgres {
             .await
             .unwrap();
         let store = PostgresCredentialStore::new(db.pool().clone());
-        Some(CredentialHarness::new(Arc::new(store)).with_guard(db))
+        Some(CredentialHarness::new(Arc::new(store), TimeControl::Real).with_guard(db))
     }
     umanage_password::credential_store_conformance!(harness);
 }

@@ -6,7 +6,7 @@
 //! ```text
 //! mod memory {
 //!     async fn harness() -> Option<umanage_ratelimit::testing::LimiterHarness> {
-//!         Some(umanage_ratelimit::testing::LimiterHarness::memory())
+//!         Some(umanage_ratelimit::testing::memory_harness())
 //!     }
 //!     umanage_ratelimit::ratelimit_conformance!(harness);
 //! }
@@ -30,62 +30,38 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use umanage_core::testkit::{Guard, TimeControl};
+use umanage_core::testkit::{Harness, TimeControl};
 
 use crate::model::Micros;
 use crate::model::reference::ReferenceModel;
 use crate::{Check, Decision, Error, RateLimitStore, Strategy, StrategyKind};
 
 /// What every case receives.
-#[derive(Debug)]
-pub struct LimiterHarness {
-    /// The limiter under test.
-    pub store: Arc<dyn RateLimitStore>,
-    /// How time passes for it.
-    pub time: TimeControl,
-    /// Keeps the namespace alive.
-    pub guard: Guard,
+pub type LimiterHarness = Harness<dyn RateLimitStore>;
+
+/// A harness over a memory limiter on a fresh manual clock (small shards, so eviction
+/// paths run).
+#[cfg(feature = "memory")]
+pub fn memory_harness() -> LimiterHarness {
+    let clock = umanage_core::ManualClock::default();
+    let store = crate::MemoryRateLimiter::builder()
+        .clock(clock.shared())
+        .shards(4)
+        .max_keys(4096)
+        .sweep_every(64)
+        .build()
+        .unwrap();
+    Harness::new(Arc::new(store), TimeControl::Manual(clock))
 }
 
-impl LimiterHarness {
-    /// A harness over `store`.
-    pub fn new(store: Arc<dyn RateLimitStore>, time: TimeControl) -> Self {
-        Self {
-            store,
-            time,
-            guard: Guard::none(),
+/// The harness's clock reading, when it has a manual clock.
+fn manual_now(h: &LimiterHarness) -> Option<Micros> {
+    match &h.time {
+        TimeControl::Manual(clock) => {
+            use umanage_core::Clock as _;
+            Some(clock.now().timestamp_micros())
         }
-    }
-
-    /// Keeps `guard` alive as long as the harness.
-    #[must_use]
-    pub fn with_guard(mut self, guard: impl std::any::Any + Send + Sync) -> Self {
-        self.guard = Guard::new(guard);
-        self
-    }
-
-    /// A memory limiter on a fresh manual clock (small shards, so eviction paths run).
-    #[cfg(feature = "memory")]
-    pub fn memory() -> Self {
-        let clock = umanage_core::ManualClock::default();
-        let store = crate::MemoryRateLimiter::builder()
-            .clock(clock.shared())
-            .shards(4)
-            .max_keys(4096)
-            .sweep_every(64)
-            .build()
-            .unwrap();
-        Self::new(Arc::new(store), TimeControl::Manual(clock))
-    }
-
-    fn manual_now(&self) -> Option<Micros> {
-        match &self.time {
-            TimeControl::Manual(clock) => {
-                use umanage_core::Clock as _;
-                Some(clock.now().timestamp_micros())
-            }
-            TimeControl::Real => None,
-        }
+        TimeControl::Real => None,
     }
 }
 
@@ -143,7 +119,7 @@ impl Rng {
 /// Decisions match the reference model: exactly on random sequences under a manual clock;
 /// on fixed sequences with slack under server time.
 pub async fn agrees_with_the_model(h: &LimiterHarness) {
-    if h.manual_now().is_some() {
+    if manual_now(h).is_some() {
         model_random(h).await;
     } else {
         for s in strategies(Duration::from_millis(600)) {
@@ -174,7 +150,7 @@ async fn model_random(h: &LimiterHarness) {
                 _ => rng.below(3 * w),
             };
             h.time.advance(Duration::from_micros(advance)).await;
-            let now = h.manual_now().unwrap();
+            let now = manual_now(h).unwrap();
             let k = rng.below(2) as usize;
             let cost = 1 + rng.below(3) as u32;
             let got = h.store.check(&keys[k], &s, cost).await.unwrap();

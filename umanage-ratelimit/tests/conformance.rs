@@ -16,7 +16,7 @@ mod memory {
     use super::*;
 
     async fn harness() -> Option<LimiterHarness> {
-        Some(LimiterHarness::memory())
+        Some(umanage_ratelimit::testing::memory_harness())
     }
     umanage_ratelimit::ratelimit_conformance!(harness);
 }

@@ -6,7 +6,7 @@
 //! ```text
 //! mod memory {
 //!     async fn harness() -> Option<umanage_session::testing::SessionHarness> {
-//!         Some(umanage_session::testing::SessionHarness::memory())
+//!         Some(umanage_session::testing::memory_harness())
 //!     }
 //!     umanage_session::session_conformance!(harness);
 //! }
@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use umanage_core::UserId;
-use umanage_core::testkit::{Guard, TimeControl};
+use umanage_core::testkit::{Harness, TimeControl};
 
 use crate::error::Error;
 use crate::model::{Location, Session, SessionId};
@@ -32,41 +32,14 @@ use crate::store::{
 use crate::token::{RefreshToken, SessionToken};
 
 /// What every session conformance case receives.
-#[derive(Debug)]
-pub struct SessionHarness {
-    /// The store under test, as a trait object.
-    pub store: Arc<dyn SessionStore>,
-    /// How to let time pass for it.
-    pub time: TimeControl,
-    /// Keeps the test's namespace (and so its clean-up) alive until the case ends.
-    pub guard: Guard,
-}
+pub type SessionHarness = Harness<dyn SessionStore>;
 
-impl SessionHarness {
-    /// A harness over `store`.
-    pub fn new(store: Arc<dyn SessionStore>, time: TimeControl) -> Self {
-        Self {
-            store,
-            time,
-            guard: Guard::none(),
-        }
-    }
-
-    /// Keeps `guard` (e.g. a [`TestRedis`](umanage_core::testkit::TestRedis)) alive as long
-    /// as the harness.
-    #[must_use]
-    pub fn with_guard(mut self, guard: impl std::any::Any + Send + Sync) -> Self {
-        self.guard = Guard::new(guard);
-        self
-    }
-
-    /// A memory store on a fresh [`ManualClock`](umanage_core::ManualClock).
-    #[cfg(feature = "memory")]
-    pub fn memory() -> Self {
-        let clock = umanage_core::ManualClock::default();
-        let store = crate::store::MemorySessionStore::with_clock(clock.shared());
-        Self::new(Arc::new(store), TimeControl::Manual(clock))
-    }
+/// A harness over a memory store on a fresh [`ManualClock`](umanage_core::ManualClock).
+#[cfg(feature = "memory")]
+pub fn memory_harness() -> SessionHarness {
+    let clock = umanage_core::ManualClock::default();
+    let store = crate::store::MemorySessionStore::with_clock(clock.shared());
+    Harness::new(Arc::new(store), TimeControl::Manual(clock))
 }
 
 /// Stamps out every session case for `$setup`, an `async fn() -> Option<SessionHarness>`.

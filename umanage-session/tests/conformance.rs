@@ -16,7 +16,7 @@ mod memory {
     use super::*;
 
     async fn harness() -> Option<SessionHarness> {
-        Some(SessionHarness::memory())
+        Some(umanage_session::testing::memory_harness())
     }
     umanage_session::session_conformance!(harness);
 }
