@@ -86,7 +86,8 @@ impl Reply {
 struct Server {
     addr: SocketAddr,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
+    /// Ends with the audit shutdown's result (flush, last checkpoint).
+    task: tokio::task::JoinHandle<Result<String, String>>,
 }
 
 impl Server {
@@ -98,7 +99,16 @@ impl Server {
     }
 
     /// A server with `settings`, but cheap hashing (everything else as given).
-    async fn start_with(stores: app::Stores, mut settings: app::Settings) -> Self {
+    async fn start_with(stores: app::Stores, settings: app::Settings) -> Self {
+        Self::start_inner(stores, settings, true).await
+    }
+
+    /// A server over stores another server already used (the admin exists).
+    async fn restart_with(stores: app::Stores, settings: app::Settings) -> Self {
+        Self::start_inner(stores, settings, false).await
+    }
+
+    async fn start_inner(stores: app::Stores, mut settings: app::Settings, fresh: bool) -> Self {
         let clock: SharedClock = Arc::new(SystemClock);
         settings.hasher = HasherConfig::builder()
             .m_cost_kib(256)
@@ -107,15 +117,16 @@ impl Server {
             .build()
             .unwrap();
         let built = app::build(settings, stores, clock).unwrap();
-        assert!(
+        assert_eq!(
             app::bootstrap_admin(&built.state, "root", "root@example.com", ADMIN_PASSWORD)
                 .await
-                .unwrap()
+                .unwrap(),
+            fresh
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let logger = built.logger.clone();
+        let audit = built.audit;
         let service = built
             .router
             .into_make_service_with_connect_info::<SocketAddr>();
@@ -126,7 +137,7 @@ impl Server {
                 })
                 .await
                 .unwrap();
-            logger.shutdown().await.unwrap();
+            audit.finish().await
         });
         Self {
             addr,
@@ -135,11 +146,17 @@ impl Server {
         }
     }
 
-    async fn stop(mut self) {
+    /// Graceful shutdown; the audit flush and the last checkpoint must succeed.
+    async fn stop(self) {
+        self.stop_with_audit().await.unwrap();
+    }
+
+    /// Graceful shutdown, returning how the audit shutdown went.
+    async fn stop_with_audit(mut self) -> Result<String, String> {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
-        (&mut self.task).await.unwrap();
+        (&mut self.task).await.unwrap()
     }
 
     async fn raw(&self, request: &[u8]) -> Reply {
@@ -704,7 +721,9 @@ mod redis_postgres {
         let r = server.get("/readyz", None).await;
         r.assert_problem(503, "not_ready");
         assert_eq!(r.json()["checks"]["postgres"], "down");
-        server.stop().await;
+        // The last checkpoint cannot be written with the pool closed: an error, no panic.
+        let err = server.stop_with_audit().await.unwrap_err();
+        assert!(err.starts_with("final audit checkpoint"), "{err}");
     }
 
     /// Registration writes two stores; when the credential write fails the account is
@@ -830,6 +849,11 @@ async fn example_config_loads_and_applies() {
     assert_eq!(settings.policy.min_age_days(), Some(1));
     assert_eq!(settings.policy.expiry_days(), Some(90));
     assert!(settings.resolver.is_trusted("127.0.0.1".parse().unwrap()));
+    assert_eq!(cfg.audit.checkpoint_key_id, "server");
+    assert_eq!(
+        settings.audit.checkpoint_interval,
+        std::time::Duration::from_secs(60)
+    );
     assert_eq!(
         settings.readiness_timeout,
         std::time::Duration::from_secs(1)
@@ -886,6 +910,38 @@ fn config_errors_are_clear() {
     );
     let err = config::ServerConfig::parse("[hashing.pool]\nmax_concurrent = 0\n").unwrap_err();
     assert!(err.contains("max_concurrent"), "{err}");
+    // Audit keys: errors name the setting, never the key; Debug redacts it.
+    let secret = "zz".repeat(32);
+    let cfg =
+        config::ServerConfig::parse(&format!("[audit]\ncheckpoint_key = \"{secret}\"\n")).unwrap();
+    assert!(!format!("{cfg:?}").contains(&secret), "{cfg:?}");
+    let err = app::Settings::from_config(&cfg).unwrap_err();
+    assert!(err.starts_with("[audit] checkpoint_key"), "{err}");
+    assert!(!err.contains(&secret), "{err}");
+    let short = "ab".repeat(16);
+    let cfg =
+        config::ServerConfig::parse(&format!("[audit]\ncheckpoint_key = \"{short}\"\n")).unwrap();
+    let err = app::Settings::from_config(&cfg).unwrap_err();
+    assert!(
+        err.contains("at least 32 bytes") && !err.contains(&short),
+        "{err}"
+    );
+    let settings = keyed_settings("k1", CKPT_KEY_1, &[("k0", CKPT_KEY_2)]);
+    assert!(settings.audit.key_configured);
+    let debug = format!("{settings:?}");
+    assert!(!debug.contains(CKPT_KEY_1) && !debug.contains(CKPT_KEY_2));
+    assert!(!debug.contains(&format!("{:?}", hex::decode(CKPT_KEY_1).unwrap())));
+    let cfg = config::ServerConfig::parse(&format!(
+        "[audit]\ncheckpoint_key_id = \"a\"\ncheckpoint_key = \"{CKPT_KEY_1}\"\n\
+         previous_keys = [{{ id = \"a\", key = \"{CKPT_KEY_2}\" }}]\n"
+    ))
+    .unwrap();
+    let err = app::Settings::from_config(&cfg).unwrap_err();
+    assert!(err.starts_with("[audit] previous_keys[0]"), "{err}");
+    let cfg = config::ServerConfig::parse("[audit]\ncheckpoint_interval = \"0s\"\n").unwrap();
+    assert!(app::Settings::from_config(&cfg).is_err());
+    // Unconfigured: a random key, flagged for the start-up warning.
+    assert!(!app::Settings::defaults().unwrap().audit.key_configured);
 }
 
 /// The keys of a JSON object.
@@ -1059,4 +1115,156 @@ async fn spray_case(stores: app::Stores) {
         "{events:?}"
     );
     server.stop().await;
+}
+
+/// Two test checkpoint keys (hex, 32 bytes each).
+const CKPT_KEY_1: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00112233445566778899aabbccddeeff0";
+const CKPT_KEY_2: &str = "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90";
+
+/// Settings signing checkpoints with key `id`/`key`, accepting `previous` too. The
+/// interval is long: the checkpoints come from the start tick and the final one at stop.
+fn keyed_settings(id: &str, key: &str, previous: &[(&str, &str)]) -> app::Settings {
+    let mut cfg = config::ServerConfig::default();
+    cfg.audit.checkpoint_key_id = id.into();
+    cfg.audit.checkpoint_key = Some(config::SecretText(key.into()));
+    cfg.audit.previous_keys = previous
+        .iter()
+        .map(|(id, key)| config::PreviousKey {
+            id: (*id).into(),
+            key: config::SecretText((*key).into()),
+        })
+        .collect();
+    cfg.audit.checkpoint_interval = std::time::Duration::from_secs(3600);
+    app::Settings::from_config(&cfg).unwrap()
+}
+
+/// A server over `stores` (admin present) answers `GET /v1/admin/audit/verify`.
+async fn verify_with(stores: &app::Stores, settings: app::Settings) -> Value {
+    let server = Server::restart_with(stores.clone(), settings).await;
+    let root = server.login("root", ADMIN_PASSWORD).await.token();
+    let r = server.get("/v1/admin/audit/verify", Some(&root)).await;
+    r.assert_status(200);
+    server.stop().await;
+    r.json()
+}
+
+/// Events and checkpoints verify, across a restart with the same key and across a key
+/// rotation; a key the checkpoints were not signed with fails them. Returns the settings
+/// the chain's checkpoints verify with now (for the caller's tamper step).
+async fn checkpoint_case(stores: &app::Stores) -> app::Settings {
+    let first = keyed_settings("k1", CKPT_KEY_1, &[]);
+    let server = Server::start_with(stores.clone(), first.clone()).await;
+    let root = server.login("root", ADMIN_PASSWORD).await.token();
+    server
+        .register("erin", "erin@example.com", GOOD)
+        .await
+        .assert_status(201);
+    let r = server.get("/v1/admin/audit/verify", Some(&root)).await;
+    r.assert_status(200);
+    let v = r.json();
+    assert_eq!(v["ok"], true, "{v}");
+    // The reply has exactly the documented fields.
+    let doc = server.get("/openapi.json", None).await.json();
+    assert_eq!(
+        keys(&v),
+        keys(&doc["components"]["schemas"]["VerifyDoc"]["properties"])
+    );
+    server.stop().await; // flushes, then signs the final head
+
+    // Restarted with the same configured key: the old checkpoints verify.
+    let v = verify_with(stores, first.clone()).await;
+    assert_eq!(v["ok"], true, "{v}");
+    assert!(v["checkpoints_checked"].as_u64().unwrap() >= 1, "{v}");
+    assert!(v["first_bad"].is_null(), "{v}");
+
+    // Rotation: a new signing key with the old one kept for verification.
+    let rotated = keyed_settings("k2", CKPT_KEY_2, &[("k1", CKPT_KEY_1)]);
+    let v = verify_with(stores, rotated.clone()).await;
+    assert_eq!(v["ok"], true, "{v}");
+    let before = v["checkpoints_checked"].as_u64().unwrap();
+    assert!(before >= 2, "{v}");
+
+    // Without the old key, its checkpoints are not accepted (reading only: this server's
+    // own k2 checkpoints are fine for the rotated keyring).
+    let v = verify_with(stores, keyed_settings("k2", CKPT_KEY_2, &[])).await;
+    assert_eq!(v["ok"], false, "{v}");
+    assert!(
+        v["first_bad"]
+            .as_str()
+            .unwrap()
+            .contains("CheckpointMismatch"),
+        "{v}"
+    );
+
+    let v = verify_with(stores, rotated.clone()).await;
+    assert_eq!(v["ok"], true, "{v}");
+    rotated
+}
+
+/// The break `verify` reports after tampering, through a server with `settings`.
+async fn assert_checkpoint_mismatch(stores: &app::Stores, settings: app::Settings) {
+    let v = verify_with(stores, settings).await;
+    assert_eq!(v["ok"], false, "{v}");
+    assert!(
+        v["first_bad"]
+            .as_str()
+            .unwrap()
+            .contains("CheckpointMismatch"),
+        "{v}"
+    );
+}
+
+#[cfg(feature = "testkit")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_audit_checkpoints_catch_tampering() {
+    use umanage::audit::testing::Tamper as _;
+    let audit = Arc::new(umanage::audit::MemoryAuditStorage::new());
+    let mut stores = app::Stores::memory(&SystemClock::shared());
+    stores.audit = audit.clone();
+    let settings = checkpoint_case(&stores).await;
+    audit.corrupt_checkpoints(app::CHAIN).await;
+    assert_checkpoint_mismatch(&stores, settings).await;
+}
+
+/// Postgres: the newest events deleted and the chain head rewound to match (what a careful
+/// attacker with SQL access does, so the chain alone looks whole): only the signed
+/// checkpoint beyond the new head shows it.
+#[cfg(all(feature = "postgres", feature = "testkit"))]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_audit_checkpoints_catch_truncation() {
+    let Some(pg) = umanage::core::testkit::postgres().await else {
+        eprintln!("skipped: UMANAGE_TEST_DATABASE_URL not set");
+        return;
+    };
+    let stores = app::Stores::memory(&SystemClock::shared())
+        .with_postgres(pg.pool().clone())
+        .await
+        .unwrap();
+    let settings = checkpoint_case(&stores).await;
+    let pool = pg.pool();
+    let newest: i64 =
+        sqlx::query_scalar("SELECT max(seq) FROM umanage_audit_events WHERE chain_id = $1")
+            .bind(app::CHAIN)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    let keep = newest - 3;
+    assert!(keep > 0);
+    sqlx::query("DELETE FROM umanage_audit_events WHERE chain_id = $1 AND seq > $2")
+        .bind(app::CHAIN)
+        .bind(keep)
+        .execute(pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "UPDATE umanage_audit_chain_heads SET seq = $2, hash = (SELECT hash FROM
+         umanage_audit_events WHERE chain_id = $1 AND seq = $2) WHERE chain_id = $1",
+    )
+    .bind(app::CHAIN)
+    .bind(keep)
+    .execute(pool)
+    .await
+    .unwrap();
+    assert_checkpoint_mismatch(&stores, settings).await;
+    drop(pg);
 }

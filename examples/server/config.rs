@@ -50,6 +50,9 @@ pub struct ServerConfig {
     /// HTTP details.
     #[serde(default)]
     pub http: HttpSection,
+    /// Audit checkpoint signing.
+    #[serde(default)]
+    pub audit: AuditSection,
 }
 
 /// A bundled policy to start from.
@@ -226,4 +229,62 @@ impl ServerConfig {
         let text = std::fs::read_to_string(path).map_err(|e| format!("config {path}: {e}"))?;
         Self::parse(&text).map_err(|e| format!("config {path}: {e}"))
     }
+}
+
+/// A secret read from the file or the environment: kept as text until it is decoded, and
+/// never printed (`Debug` shows `<redacted>`; decoding errors do not echo it).
+#[derive(Clone, Default, Deserialize)]
+#[serde(transparent)]
+pub struct SecretText(pub String);
+
+impl std::fmt::Debug for SecretText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// A retired checkpoint key, still accepted when verifying older checkpoints.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreviousKey {
+    /// The id the key signed with (the `key_id` stored with its checkpoints).
+    pub id: String,
+    /// The key, hex (at least 32 bytes, 64 hex digits).
+    pub key: SecretText,
+}
+
+/// `[audit]`: the HMAC key(s) of the signed checkpoints and how often one is written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSection {
+    /// The id stored with each checkpoint (default `"server"`); change it with the key.
+    pub checkpoint_key_id: String,
+    /// The signing key, hex (at least 32 bytes). Env `UMANAGE_AUDIT_CHECKPOINT_KEY` wins.
+    /// Without one a random key is used, and checkpoints do not verify after a restart.
+    pub checkpoint_key: Option<SecretText>,
+    /// Retired keys (`[[audit.previous_keys]]` with `id` and `key`), verify-only.
+    pub previous_keys: Vec<PreviousKey>,
+    /// How often the head of the chain is signed (default `"1m"`).
+    #[serde(with = "umanage::core::duration")]
+    pub checkpoint_interval: Duration,
+}
+
+impl Default for AuditSection {
+    fn default() -> Self {
+        Self {
+            checkpoint_key_id: "server".into(),
+            checkpoint_key: None,
+            previous_keys: Vec::new(),
+            checkpoint_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Decodes a hex key without ever putting its text in the error.
+///
+/// # Errors
+///
+/// A message naming `what` when the text is not hex.
+pub fn decode_key(what: &str, text: &SecretText) -> Result<Vec<u8>, String> {
+    hex::decode(text.0.trim()).map_err(|_| format!("{what}: not a hex string"))
 }

@@ -30,7 +30,8 @@ const USAGE: &str =
   --database-url URL   accounts, credentials and audit on Postgres (env UMANAGE_DATABASE_URL)
 
   UMANAGE_ADMIN_USERNAME / UMANAGE_ADMIN_PASSWORD (and UMANAGE_ADMIN_EMAIL) create the
-  first admin when none exists.";
+  first admin when none exists. UMANAGE_AUDIT_CHECKPOINT_KEY (hex, 32+ bytes) signs the
+  audit checkpoints (wins over [audit] checkpoint_key).";
 
 #[derive(Debug, Default)]
 struct Args {
@@ -151,11 +152,26 @@ async fn run(mut args: Args) -> Result<(), String> {
     args.redis_url = args.redis_url.or_else(|| cfg.redis_url.clone());
     args.database_url = args.database_url.or_else(|| cfg.database_url.clone());
     args.redis_key_prefix.clone_from(&cfg.redis_key_prefix);
-    let settings = if args.config.is_some() {
-        app::Settings::from_config(&cfg)?
-    } else {
-        app::Settings::defaults()?
-    };
+    let mut cfg = cfg;
+    if let Some(key) = std::env::var("UMANAGE_AUDIT_CHECKPOINT_KEY")
+        .ok()
+        .filter(|v| !v.is_empty())
+    {
+        cfg.audit.checkpoint_key = Some(config::SecretText(key));
+    }
+    let settings = app::Settings::from_config(&cfg)?;
+    if !settings.audit.key_configured {
+        let mode = if args.database_url.is_some() {
+            "the audit trail is on Postgres: configure a key"
+        } else {
+            "fine for the in-memory trail"
+        };
+        eprintln!(
+            "warning: no audit checkpoint key ([audit] checkpoint_key or \
+             UMANAGE_AUDIT_CHECKPOINT_KEY): using a random one, so checkpoints written now \
+             will not verify after a restart ({mode})"
+        );
+    }
     let listen: SocketAddr = args
         .listen
         .as_deref()
@@ -188,12 +204,8 @@ async fn run(mut args: Args) -> Result<(), String> {
     .with_graceful_shutdown(shutdown_signal())
     .await
     .map_err(|e| format!("server: {e}"))?;
-    let stats = built
-        .logger
-        .shutdown()
-        .await
-        .map_err(|e| format!("audit flush: {e}"))?;
-    println!("audit flushed: {stats:?}");
+    let stats = built.audit.finish().await?;
+    println!("audit flushed: {stats}");
     Ok(())
 }
 

@@ -164,6 +164,7 @@ pub(crate) async fn admin_verify(
     Ok(axum::Json(json!({
         "ok": report.is_intact(),
         "checked": report.events_checked,
+        "checkpoints_checked": report.checkpoints_checked,
         "first_bad": report.first_break.as_ref().map(|b| format!("{b:?}")),
     }))
     .into_response())

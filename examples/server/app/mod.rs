@@ -30,7 +30,7 @@ use axum::routing::{delete, get, post, put};
 use umanage::account::{AccountStore, CreateWithError, NewAccount, Role, create_with};
 use umanage::audit::{
     AuditChain, AuditLogger, AuditStorage, CheckpointKey, Keyring, LoggerConfig, Redactor,
-    StorageDestination,
+    StorageDestination, verify::CheckpointerHandle,
 };
 use umanage::core::{ClientIpResolver, SharedClock};
 use umanage::password::pool::{HashingPool, PoolConfig};
@@ -95,8 +95,69 @@ pub struct Settings {
     pub spray: SprayConfig,
     /// How long `/v1/me` may use a cached account (zero: never).
     pub account_cache_ttl: Duration,
-    /// The HMAC key for audit checkpoints (random when not configured).
-    pub audit_key: Vec<u8>,
+    /// Audit checkpoints: keys and interval.
+    pub audit: AuditSettings,
+}
+
+/// Signed audit checkpoints. `Debug` is safe: [`CheckpointKey`] redacts its secret.
+#[derive(Debug, Clone)]
+pub struct AuditSettings {
+    /// The signing key and the retired keys still accepted.
+    pub keyring: Keyring,
+    /// False when the signing key is random (not configured): checkpoints written now do
+    /// not verify after a restart.
+    pub key_configured: bool,
+    /// How often the chain head is signed.
+    pub checkpoint_interval: Duration,
+}
+
+impl AuditSettings {
+    /// The keys `[audit]` asks for (a random signing key when none is configured).
+    ///
+    /// # Errors
+    ///
+    /// A message naming the bad key or interval (never the key's text).
+    pub fn from_config(cfg: &crate::config::AuditSection) -> Result<Self, String> {
+        if cfg.checkpoint_interval.is_zero() {
+            return Err("[audit] checkpoint_interval must be positive".into());
+        }
+        let (secret, key_configured) = if let Some(text) = &cfg.checkpoint_key {
+            (
+                crate::config::decode_key(
+                    "[audit] checkpoint_key / UMANAGE_AUDIT_CHECKPOINT_KEY",
+                    text,
+                )?,
+                true,
+            )
+        } else {
+            let mut k = vec![0u8; 32];
+            for chunk in k.chunks_mut(16) {
+                chunk.copy_from_slice(&uuid::Uuid::new_v4().as_bytes()[..chunk.len()]);
+            }
+            (k, false)
+        };
+        let current = CheckpointKey::new(cfg.checkpoint_key_id.clone(), secret)
+            .map_err(|e| format!("[audit] checkpoint_key / UMANAGE_AUDIT_CHECKPOINT_KEY: {e}"))?;
+        let mut keyring = Keyring::new(current);
+        for (i, p) in cfg.previous_keys.iter().enumerate() {
+            if p.id == cfg.checkpoint_key_id {
+                return Err(format!(
+                    "[audit] previous_keys[{i}]: id {:?} is the current key's",
+                    p.id
+                ));
+            }
+            let what = format!("[audit] previous_keys[{i}]");
+            let secret = crate::config::decode_key(&what, &p.key)?;
+            let key =
+                CheckpointKey::new(p.id.clone(), secret).map_err(|e| format!("{what}: {e}"))?;
+            keyring = keyring.with_previous(key);
+        }
+        Ok(Self {
+            keyring,
+            key_configured,
+            checkpoint_interval: cfg.checkpoint_interval,
+        })
+    }
 }
 
 impl Settings {
@@ -105,6 +166,7 @@ impl Settings {
     /// # Errors
     ///
     /// A message when a preset cannot be built (never with the bundled presets).
+    #[allow(dead_code)] // the end-to-end tests; `main` applies the environment first
     pub fn defaults() -> Result<Self, String> {
         Self::from_config(&crate::config::ServerConfig::default())
     }
@@ -116,10 +178,7 @@ impl Settings {
     /// A message naming the section whose values contradict each other.
     pub fn from_config(cfg: &crate::config::ServerConfig) -> Result<Self, String> {
         let policy = cfg.password.policy()?;
-        let mut audit_key = vec![0u8; 32];
-        for chunk in audit_key.chunks_mut(16) {
-            chunk.copy_from_slice(&uuid::Uuid::new_v4().as_bytes()[..chunk.len()]);
-        }
+        let audit = AuditSettings::from_config(&cfg.audit)?;
         let limits = &cfg.rate_limits;
         for (name, v) in [
             ("requests_per_minute", limits.requests_per_minute),
@@ -150,7 +209,7 @@ impl Settings {
             readiness_timeout: cfg.http.readiness_timeout,
             spray: cfg.spray.clone(),
             account_cache_ttl: cfg.http.account_cache_ttl,
-            audit_key,
+            audit,
         })
     }
 }
@@ -306,8 +365,8 @@ struct Inner {
 pub struct App {
     /// The router (serve it with `into_make_service_with_connect_info::<SocketAddr>()`).
     pub router: Router,
-    /// The audit logger (call `shutdown` after the server stops).
-    pub logger: AuditLogger,
+    /// Call [`AuditShutdown::finish`] after the server stops.
+    pub audit: AuditShutdown,
     /// The handlers' state (for [`bootstrap_admin`]).
     pub state: AppState,
 }
@@ -330,9 +389,14 @@ pub fn build(settings: Settings, stores: Stores, clock: SharedClock) -> Result<A
         .destination(StorageDestination::new(Arc::clone(&stores.audit), CHAIN))
         .start()
         .map_err(|e| e.to_string())?;
-    let key =
-        CheckpointKey::new("server", settings.audit_key.clone()).map_err(|e| e.to_string())?;
-    let chain = AuditChain::new(Arc::clone(&stores.audit), Keyring::new(key), clock.clone());
+    let chain = AuditChain::new(
+        Arc::clone(&stores.audit),
+        settings.audit.keyring.clone(),
+        clock.clone(),
+    );
+    let checkpointer = chain
+        .spawn_checkpointer(vec![CHAIN.to_owned()], settings.audit.checkpoint_interval)
+        .map_err(|e| e.to_string())?;
     let sessions = SessionManager::new(Arc::clone(&stores.sessions), settings.sessions.clone());
     let account_limit =
         Strategy::sliding_log(settings.logins_per_account, Duration::from_secs(900))
@@ -395,9 +459,41 @@ pub fn build(settings: Settings, stores: Stores, clock: SharedClock) -> Result<A
         .with_state(state.clone());
     Ok(App {
         router,
-        logger,
+        audit: AuditShutdown {
+            logger,
+            chain: state.inner.chain.clone(),
+            checkpointer,
+        },
         state,
     })
+}
+
+/// What graceful shutdown finishes: the audit queue, then the checkpointer, then a last
+/// signed checkpoint of the flushed head.
+pub struct AuditShutdown {
+    logger: AuditLogger,
+    chain: AuditChain,
+    checkpointer: CheckpointerHandle,
+}
+
+impl AuditShutdown {
+    /// Flushes the audit logger, stops the checkpoint task and signs the final head.
+    /// Returns the logger's statistics as text.
+    ///
+    /// # Errors
+    ///
+    /// A message when the flush or the last checkpoint fails (the task is stopped anyway).
+    pub async fn finish(self) -> Result<String, String> {
+        let flushed = self.logger.shutdown().await;
+        self.checkpointer.stop().await;
+        let stats = flushed.map_err(|e| format!("audit flush: {e}"))?;
+        let cp = self
+            .chain
+            .checkpoint(CHAIN)
+            .await
+            .map_err(|e| format!("final audit checkpoint: {e}"))?;
+        Ok(format!("{stats:?}; last checkpoint at seq {}", cp.seq))
+    }
 }
 
 /// Every route: method, path, handler. The router is built from this table and the

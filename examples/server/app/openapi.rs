@@ -242,8 +242,13 @@ pub(crate) struct AuditItemDoc {
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)]
 pub(crate) struct VerifyDoc {
+    /// No broken link and every checkpoint signed by a known key and matching its row.
     ok: bool,
+    /// Events verified.
     checked: u64,
+    /// Signed checkpoints verified (a checkpoint beyond the last row means truncation).
+    checkpoints_checked: u64,
+    /// The first break (sequence number and kind), when not ok.
     first_bad: Option<String>,
 }
 
