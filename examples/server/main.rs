@@ -31,7 +31,9 @@ const USAGE: &str =
 
   UMANAGE_ADMIN_USERNAME / UMANAGE_ADMIN_PASSWORD (and UMANAGE_ADMIN_EMAIL) create the
   first admin when none exists. UMANAGE_AUDIT_CHECKPOINT_KEY (hex, 32+ bytes) signs the
-  audit checkpoints (wins over [audit] checkpoint_key).";
+  audit checkpoints (wins over [audit] checkpoint_key). UMANAGE_LOG sets what is logged
+  to stderr (a tracing EnvFilter directive such as `info` or `warn,umanage_audit=debug`;
+  default `warn`).";
 
 #[derive(Debug, Default)]
 struct Args {
@@ -209,6 +211,22 @@ async fn run(mut args: Args) -> Result<(), String> {
     Ok(())
 }
 
+/// Sends the SDK's and the server's `tracing` events to stderr, filtered by `UMANAGE_LOG`
+/// (default `warn`: failed background work such as an audit checkpoint or a delivery retry
+/// shows up, per-request events do not). The SDK never puts secrets in its events.
+fn init_logging() -> Result<(), String> {
+    let filter = match std::env::var("UMANAGE_LOG") {
+        Ok(v) if !v.trim().is_empty() => tracing_subscriber::EnvFilter::try_new(v.trim())
+            .map_err(|e| format!("UMANAGE_LOG: {e}"))?,
+        _ => tracing_subscriber::EnvFilter::new("warn"),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init()
+        .map_err(|e| format!("logging: {e}"))
+}
+
 fn main() -> ExitCode {
     let args = match parse_args(std::env::args().skip(1)) {
         Ok(Some(a)) => a,
@@ -221,6 +239,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Err(e) = init_logging() {
+        eprintln!("{e}\n\n{USAGE}");
+        return ExitCode::from(2);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
