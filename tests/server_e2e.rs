@@ -654,6 +654,7 @@ mod memory {
 mod redis_postgres {
     use super::*;
     use umanage::core::testkit;
+    use umanage::password::spray::SprayKey;
 
     async fn run(
         test: fn(app::Stores) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
@@ -664,6 +665,7 @@ mod redis_postgres {
         };
         let stores = app::Stores::memory(&SystemClock::shared())
             .with_redis(redis.connection())
+            .with_spray_key(SprayKey::random())
             .with_postgres(pg.pool().clone())
             .await
             .unwrap();
@@ -702,6 +704,7 @@ mod redis_postgres {
         let pool = pg.new_pool(2).await.unwrap();
         let stores = app::Stores::memory(&SystemClock::shared())
             .with_redis(&conn)
+            .with_spray_key(SprayKey::random())
             .with_postgres(pool.clone())
             .await
             .unwrap();
@@ -768,9 +771,28 @@ mod redis_postgres {
             return;
         };
         super::spray_case(
-            app::Stores::memory(&SystemClock::shared()).with_redis(redis.connection()),
+            app::Stores::memory(&SystemClock::shared())
+                .with_redis(redis.connection())
+                .with_spray_key(SprayKey::random()),
         )
         .await;
+        drop(redis);
+    }
+
+    /// Spray evidence on Redis is shared, so its digest key must be too: without
+    /// `UMANAGE_SPRAY_KEY` the app refuses to build (no silent per-process key).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn spray_on_redis_needs_a_key() {
+        let Some(redis) = testkit::redis().await else {
+            eprintln!("skipped: UMANAGE_TEST_REDIS_URL not set");
+            return;
+        };
+        let stores = app::Stores::memory(&SystemClock::shared()).with_redis(redis.connection());
+        let settings = app::Settings::defaults().unwrap();
+        match app::build(settings, stores, Arc::new(SystemClock)) {
+            Ok(_) => panic!("built a Redis spray detector without a key"),
+            Err(e) => assert!(e.contains("UMANAGE_SPRAY_KEY"), "{e}"),
+        }
         drop(redis);
     }
 
@@ -780,7 +802,8 @@ mod redis_postgres {
             eprintln!("skipped: UMANAGE_TEST_REDIS_URL not set");
             return;
         };
-        let memory = || app::Stores::memory(&SystemClock::shared());
+        let memory =
+            || app::Stores::memory(&SystemClock::shared()).with_spray_key(SprayKey::random());
         super::trusted_proxy_case(
             memory().with_redis(a.connection()),
             memory().with_redis(b.connection()),

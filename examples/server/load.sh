@@ -77,7 +77,9 @@ secure_cookie = false
 account_cache_ttl = "$ACCOUNT_CACHE_TTL"
 EOF
 
-"$BIN" --config "$WORK/umanage.toml" >"$WORK/server.log" 2>&1 &
+# spray detection on Redis needs the shared digest key (a fresh one per run)
+UMANAGE_SPRAY_KEY="${UMANAGE_SPRAY_KEY:-$(head -c 32 /dev/urandom | base64)}" \
+    "$BIN" --config "$WORK/umanage.toml" >"$WORK/server.log" 2>&1 &
 server_pid=$!
 up=""
 for _ in $(seq 1 300); do

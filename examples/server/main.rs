@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! cargo run --example server                       # everything in memory on 127.0.0.1:8080
+//! UMANAGE_SPRAY_KEY=$(openssl rand -base64 32) \
 //! cargo run --example server --all-features -- \
 //!     --redis-url redis://127.0.0.1:6379 \
 //!     --database-url postgres://postgres@127.0.0.1:5432/umanage
@@ -33,7 +34,9 @@ const USAGE: &str =
   first admin when none exists. UMANAGE_AUDIT_CHECKPOINT_KEY (hex, 32+ bytes) signs the
   audit checkpoints (wins over [audit] checkpoint_key). UMANAGE_LOG sets what is logged
   to stderr (a tracing EnvFilter directive such as `info` or `warn,umanage_audit=debug`;
-  default `warn`).";
+  default `warn`). UMANAGE_SPRAY_KEY (base64 of 16-64 random bytes, the same on every
+  instance) keys the spray detector's account digests: required with --redis-url, a
+  random per-process key without.";
 
 #[derive(Debug, Default)]
 struct Args {
@@ -79,6 +82,16 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Option<Args>, Stri
 async fn stores(args: &Args, clock: &SharedClock) -> Result<app::Stores, String> {
     #[allow(unused_mut)]
     let mut stores = app::Stores::memory(clock);
+    // The spray detector's account-digest key: a secret, so from the environment only
+    // (never the config file or a flag, which end up in process listings and backups).
+    if let Some(text) = std::env::var("UMANAGE_SPRAY_KEY")
+        .ok()
+        .filter(|v| !v.is_empty())
+    {
+        let key = umanage::password::spray::SprayKey::from_base64(&text)
+            .map_err(|e| format!("UMANAGE_SPRAY_KEY: {e}"))?;
+        stores = stores.with_spray_key(key);
+    }
     if let Some(url) = &args.redis_url {
         #[cfg(feature = "redis")]
         {

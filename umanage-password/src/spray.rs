@@ -45,7 +45,26 @@
 //!
 //! Pass the identifier the login form named (or the user id once known). It is trimmed and
 //! lower-cased, so `Alice` and `alice ` are one account, then kept only as the first 16 bytes
-//! of its SHA-256: neither backend stores the identifier itself.
+//! of `HMAC-SHA256(key, identifier)` under a secret [`SprayKey`]: neither backend stores the
+//! identifier itself, and without the key a list of e-mail addresses cannot be matched
+//! against the stored digests (an unkeyed hash could be: hash each address and look it up).
+//!
+//! # The key
+//!
+//! * [`MemorySprayDetector::new`] and
+//!   [`with_clock`](MemorySprayDetector::with_clock) draw a random key per detector (its
+//!   evidence lives in one process anyway); [`with_key`](MemorySprayDetector::with_key)
+//!   sets one.
+//! * `RedisSprayDetector::new` **requires** a key: every instance that shares evidence in
+//!   one Redis namespace must use the same key, or each would see its own digests and the
+//!   per-account signal would not add up across instances. There is no default, so a
+//!   forgotten key is a start-up error in the host, not a silent split of the evidence.
+//! * Load it from a secret store as 16 to 64 random bytes ([`SprayKey::new`]) or standard
+//!   base64 ([`SprayKey::from_base64`], e.g. the output of `openssl rand -base64 32`). The
+//!   bytes are zeroized on drop and never shown by `Debug`, errors or serde (`SprayKey`
+//!   implements neither `Serialize` nor `Deserialize`).
+//! * Rotating the key has no key ids: evidence lives at most one window, so after a
+//!   rotation the old digests simply age out (attempts in that window are counted afresh).
 //!
 //! # Backends
 //!
@@ -67,8 +86,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use hmac::{Hmac, Mac};
+use secrecy::{ExposeSecret, SecretSlice};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 use umanage_core::IpKeyPolicy;
 
 use crate::error::{PasswordError, Result};
@@ -100,10 +121,11 @@ impl<'a> LoginAttempt<'a> {
 
 impl fmt::Debug for LoginAttempt<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // The account identifier may be personal data: only its digest is shown.
+        // The account identifier may be personal data, and an unkeyed digest of it could be
+        // matched against a list of addresses: only its length is shown.
         f.debug_struct("LoginAttempt")
             .field("source", &self.source)
-            .field("account", &AccountDigest::of(self.account))
+            .field("account_len", &self.account.len())
             .finish()
     }
 }
@@ -868,15 +890,115 @@ pub(crate) enum Mode {
     Success,
 }
 
-/// The stored form of an account identifier: the first 16 bytes of the SHA-256 of its
-/// trimmed, lower-cased form.
+/// The secret key of the account digests (see the [module docs](self#the-key)).
+///
+/// ```
+/// use umanage_password::spray::SprayKey;
+///
+/// let key = SprayKey::from_base64("c3ByYXkta2V5LWZvci10aGUtZG9jcy0zMi1ieXRlcyE=").unwrap();
+/// // Debug never shows the bytes
+/// assert_eq!(format!("{key:?}"), "SprayKey(..)");
+/// // too short, or not base64: a typed error that does not echo the input
+/// let err = SprayKey::from_base64("c2hvcnQ=").unwrap_err().to_string();
+/// assert!(!err.contains("c2hvcnQ"));
+/// ```
+#[derive(Clone)]
+pub struct SprayKey(Arc<SecretSlice<u8>>);
+
+impl SprayKey {
+    /// The shortest key accepted, in bytes (128 bits).
+    pub const MIN_LEN: usize = 16;
+    /// The longest key accepted, in bytes (an HMAC-SHA256 block).
+    pub const MAX_LEN: usize = 64;
+
+    /// A key from raw bytes (which are moved into zeroizing storage).
+    ///
+    /// # Errors
+    ///
+    /// [`PasswordError::InvalidConfig`] (component `"spray"`) when `key` is shorter than
+    /// [`MIN_LEN`](Self::MIN_LEN) or longer than [`MAX_LEN`](Self::MAX_LEN).
+    pub fn new(key: impl Into<Vec<u8>>) -> Result<Self> {
+        let key = SecretSlice::from(key.into());
+        let len = key.expose_secret().len();
+        if (Self::MIN_LEN..=Self::MAX_LEN).contains(&len) {
+            Ok(Self(Arc::new(key)))
+        } else {
+            Err(PasswordError::InvalidConfig {
+                component: "spray",
+                reason: format!(
+                    "key must be {} to {} bytes, got {len}",
+                    Self::MIN_LEN,
+                    Self::MAX_LEN
+                ),
+            })
+        }
+    }
+
+    /// A key from standard base64 (padding optional; surrounding whitespace ignored).
+    ///
+    /// # Errors
+    ///
+    /// [`PasswordError::InvalidConfig`] (component `"spray"`) when the text is not base64 or
+    /// decodes to a length [`new`](Self::new) refuses. The message never contains the text.
+    pub fn from_base64(text: &str) -> Result<Self> {
+        use base64::Engine as _;
+        let engine = base64::engine::GeneralPurpose::new(
+            &base64::alphabet::STANDARD,
+            base64::engine::GeneralPurposeConfig::new()
+                .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+        );
+        let bytes =
+            zeroize::Zeroizing::new(engine.decode(text.trim().as_bytes()).map_err(|_| {
+                PasswordError::InvalidConfig {
+                    component: "spray",
+                    reason: "key is not valid standard base64".to_owned(),
+                }
+            })?);
+        Self::new(bytes.as_slice())
+    }
+
+    /// A random 32-byte key from the operating system, for one process (see the
+    /// [module docs](self#the-key) before using it with a shared backend).
+    ///
+    /// # Panics
+    ///
+    /// When the operating system has no randomness to give (as `Uuid::new_v4`, which every
+    /// new user id relies on, does).
+    pub fn random() -> Self {
+        let mut bytes = zeroize::Zeroizing::new([0u8; 32]);
+        getrandom::fill(bytes.as_mut_slice())
+            .unwrap_or_else(|e| panic!("no randomness for the spray key: {e}"));
+        Self(Arc::new(SecretSlice::from(bytes.to_vec())))
+    }
+
+    fn mac(&self, data: &[u8]) -> [u8; 32] {
+        // RFC 2104 pads a key shorter than the hash's 64-byte block with zeros, which is what
+        // the fixed-size constructor takes; `new` bounds keys to 64 bytes, so this is plain
+        // HMAC-SHA256 with the key, with no fallible step.
+        let secret = self.0.expose_secret();
+        let mut block = zeroize::Zeroizing::new([0u8; Self::MAX_LEN]);
+        block[..secret.len()].copy_from_slice(secret);
+        let mut mac = <Hmac<Sha256> as Mac>::new(&(*block).into());
+        mac.update(data);
+        mac.finalize().into_bytes().into()
+    }
+}
+
+impl fmt::Debug for SprayKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SprayKey(..)")
+    }
+}
+
+/// The stored form of an account identifier: the first 16 bytes of
+/// `HMAC-SHA256(key, trimmed lower-cased identifier)`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) struct AccountDigest(pub(crate) [u8; 16]);
 
 impl AccountDigest {
-    pub(crate) fn of(account: &str) -> Self {
+    pub(crate) fn of(key: &SprayKey, account: &str) -> Self {
         let folded = account.trim().to_lowercase();
-        let full = Sha256::digest(folded.as_bytes());
+        let full = key.mac(folded.as_bytes());
         let mut out = [0u8; 16];
         out.copy_from_slice(&full[..16]);
         Self(out)

@@ -361,7 +361,8 @@ pub mod spray {
         SprayDetector, SprayReason,
     };
 
-    /// Builds a detector under test from a configuration.
+    /// Builds a detector under test from a configuration (a Redis factory gives every
+    /// detector of one harness the same [`SprayKey`](crate::spray::SprayKey)).
     pub type DetectorFactory = Box<dyn Fn(SprayConfig) -> Arc<dyn SprayDetector> + Send + Sync>;
 
     /// What every spray case receives.

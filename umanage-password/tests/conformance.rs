@@ -88,15 +88,18 @@ mod spray_redis {
     use super::*;
     use std::time::Duration;
     use umanage_core::testkit::TimeControl;
-    use umanage_password::spray::RedisSprayDetector;
+    use umanage_password::spray::{RedisSprayDetector, SprayKey};
     use umanage_password::testing::spray::SprayHarness;
 
     async fn harness() -> Option<SprayHarness> {
         let ns = testkit::redis().await?;
         let conn = ns.connection().clone();
+        let key = SprayKey::random();
         Some(
             SprayHarness::new(
-                Box::new(move |cfg| Arc::new(RedisSprayDetector::new(conn.clone(), cfg))),
+                Box::new(move |cfg| {
+                    Arc::new(RedisSprayDetector::new(conn.clone(), cfg, key.clone()))
+                }),
                 TimeControl::Real,
                 // long enough that a late wake-up of a loaded machine cannot move evidence
                 // across a window edge (the timing cases keep >= 0.2 unit of slack)

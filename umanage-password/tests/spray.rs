@@ -155,10 +155,65 @@ fn assessments_serialise_for_apis() {
 }
 
 #[test]
+fn spray_key_is_checked_and_never_shown() {
+    use umanage_password::spray::SprayKey;
+    let key = SprayKey::new(b"0123456789abcdef-secret".to_vec()).unwrap();
+    let dbg = format!("{key:?}");
+    assert_eq!(dbg, "SprayKey(..)");
+    assert!(!dbg.contains("secret") && !dbg.contains("48"));
+    // a detector's Debug does not show it either
+    let d = MemorySprayDetector::new(SprayConfig::default()).with_key(key);
+    assert!(!format!("{d:?}").contains("secret"));
+    for bad in [vec![1u8; 15], vec![1u8; 65], Vec::new()] {
+        assert!(matches!(
+            SprayKey::new(bad),
+            Err(PasswordError::InvalidConfig {
+                component: "spray",
+                ..
+            })
+        ));
+    }
+    // base64: with or without padding, whitespace trimmed; errors never echo the input
+    let b64 = "MDEyMzQ1Njc4OWFiY2RlZi1zZWNyZXQ=";
+    assert!(SprayKey::from_base64(b64).is_ok());
+    assert!(SprayKey::from_base64(b64.trim_end_matches('=')).is_ok());
+    assert!(SprayKey::from_base64(&format!(" {b64}\n")).is_ok());
+    for bad in ["not base64 at all!", "c2hvcnQ=", ""] {
+        let err = SprayKey::from_base64(bad).unwrap_err().to_string();
+        assert!(bad.is_empty() || !err.contains(bad), "{err}");
+    }
+    let random = SprayKey::random();
+    assert_eq!(format!("{random:?}"), "SprayKey(..)");
+}
+
+/// Memory detectors: the key is what makes two detectors' digests agree; a random key per
+/// detector by default.
+#[tokio::test]
+async fn memory_detector_keys() {
+    use umanage_password::spray::SprayKey;
+    let cfg = SprayConfig::builder()
+        .per_account(DistinctRule::new(Duration::from_secs(60)).with_slow_down_at(2))
+        .build()
+        .unwrap();
+    let d = MemorySprayDetector::new(cfg).with_key(SprayKey::new(vec![3u8; 32]).unwrap());
+    d.record_failure(&LoginAttempt::new(ip("192.0.2.1"), "Ann"))
+        .await
+        .unwrap();
+    let a = d
+        .record_failure(&LoginAttempt::new(ip("192.0.2.2"), " ann "))
+        .await
+        .unwrap();
+    assert_eq!(a.observed.account_sources, 2);
+}
+
+#[test]
 fn attempt_debug_hides_the_account() {
     let at = LoginAttempt::new(ip("192.0.2.1"), "alice@example.com");
     let dbg = format!("{at:?}");
     assert!(!dbg.contains("alice"), "{dbg}");
+    // not even an unkeyed digest prefix, which could be matched against a list of addresses
+    let plain = hex::encode(&<sha2::Sha256 as sha2::Digest>::digest(b"alice@example.com")[..4]);
+    assert!(!dbg.contains(&plain), "{dbg}");
     assert!(dbg.contains("192.0.2.1"), "{dbg}");
 }
 
@@ -339,10 +394,26 @@ async fn memory_detector_sweeps_while_recording() {
 
 mod redis {
     use super::*;
+    use hmac::{Hmac, Mac};
+    use sha2::{Digest, Sha256};
     use umanage_core::KeyBuilder;
     use umanage_core::redis::RedisConfig;
     use umanage_core::testkit::{self, RedisServer};
-    use umanage_password::spray::RedisSprayDetector;
+    use umanage_password::spray::{RedisSprayDetector, SprayKey};
+
+    const TEST_KEY: [u8; 32] = *b"spray-key-for-the-redis-tests-32";
+
+    fn test_key() -> SprayKey {
+        SprayKey::new(TEST_KEY.to_vec()).unwrap()
+    }
+
+    /// The expected stored digest: HMAC-SHA256 (RFC 2104, the `hmac` crate) truncated to
+    /// 16 bytes, computed here independently of the detector.
+    fn mac_hex(account: &str) -> String {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&TEST_KEY).unwrap();
+        mac.update(account.trim().to_lowercase().as_bytes());
+        hex::encode(&mac.finalize().into_bytes()[..16])
+    }
 
     fn all_rules(window: Duration) -> SprayConfig {
         SprayConfig::builder()
@@ -394,7 +465,7 @@ mod redis {
             return;
         };
         let window = Duration::from_secs(120);
-        let d = RedisSprayDetector::new(ns.connection().clone(), all_rules(window));
+        let d = RedisSprayDetector::new(ns.connection().clone(), all_rules(window), test_key());
         for i in 0..10 {
             let src = format!("198.51.100.{i}");
             let acct = format!("user{}", i % 3);
@@ -457,10 +528,34 @@ mod redis {
                 .unwrap()
                 .key("spray-src", "2001:db8::/64")
         );
-        // no account identifier is stored in clear
-        for key in &keys {
-            assert!(!key.contains("user") && !key.contains("v6-"), "{key}");
+        // no account identifier is stored in clear, in key names or set members; the
+        // digest is the keyed MAC, not the plain SHA-256 anyone could compute from a list
+        // of identifiers
+        let mut members = Vec::new();
+        for key in keys.iter().filter(|k| k.contains(":spray-src:")) {
+            let set: Vec<String> = ::redis::cmd("ZRANGE")
+                .arg(key)
+                .arg(0)
+                .arg(-1)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            members.extend(set);
         }
+        assert!(!members.is_empty());
+        for text in keys.iter().chain(&members) {
+            assert!(!text.contains("user") && !text.contains("v6-"), "{text}");
+        }
+        // (the IPv6 /64 keeps only its last 4 accounts, v6-6 to v6-9: the cap)
+        for account in ["user1", "user2", "v6-9"] {
+            let keyed = mac_hex(account);
+            let plain = hex::encode(&Sha256::digest(account.as_bytes())[..16]);
+            assert_ne!(keyed, plain);
+            assert!(members.contains(&keyed), "{account}: {members:?}");
+            assert!(keys.iter().any(|k| k.contains(&keyed)), "{account}");
+            assert!(!members.contains(&plain) && !keys.iter().any(|k| k.contains(&plain)));
+        }
+        assert_eq!(hash_tag(&a), mac_hex("v6-1"));
     }
 
     /// Two detectors (two app instances) on one Redis share the evidence.
@@ -470,9 +565,10 @@ mod redis {
             return;
         };
         let cfg = all_rules(Duration::from_secs(60));
-        let one = RedisSprayDetector::new(ns.connection().clone(), cfg.clone());
+        // the same key loaded twice, as two instances would from their configuration
+        let one = RedisSprayDetector::new(ns.connection().clone(), cfg.clone(), test_key());
         let other_conn = ns.config().connect().await.unwrap();
-        let two = RedisSprayDetector::new(other_conn, cfg);
+        let two = RedisSprayDetector::new(other_conn, cfg, test_key());
         one.record_failure(&LoginAttempt::new(ip("192.0.2.9"), "a"))
             .await
             .unwrap();
@@ -485,6 +581,59 @@ mod redis {
             .unwrap();
         assert_eq!(a.observed.source_accounts, 2);
         assert!(matches!(a.action, SprayAction::SlowDown { .. }));
+        // per-account evidence meets under the same digest, and a success from one
+        // instance removes the pair the other recorded
+        one.record_failure(&LoginAttempt::new(ip("198.51.100.1"), "Carol"))
+            .await
+            .unwrap();
+        let a = two
+            .record_failure(&LoginAttempt::new(ip("198.51.100.2"), " carol"))
+            .await
+            .unwrap();
+        assert_eq!(a.observed.account_sources, 2);
+        let a = two
+            .record_success(&LoginAttempt::new(ip("198.51.100.1"), "carol"))
+            .await
+            .unwrap();
+        assert_eq!(a.observed.account_sources, 1);
+        assert_eq!(
+            one.keys_of(&LoginAttempt::new(ip("192.0.2.9"), "carol")),
+            two.keys_of(&LoginAttempt::new(ip("192.0.2.9"), "CAROL"))
+        );
+    }
+
+    /// Detectors with different keys on one namespace do not see each other's accounts:
+    /// the same identifier is a different digest, so a different member and key.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn different_keys_do_not_share_account_evidence() {
+        let Some(ns) = testkit::redis().await else {
+            return;
+        };
+        let cfg = all_rules(Duration::from_secs(60));
+        let one = RedisSprayDetector::new(ns.connection().clone(), cfg.clone(), test_key());
+        let two = RedisSprayDetector::new(
+            ns.connection().clone(),
+            cfg,
+            SprayKey::new(vec![0x5a; 32]).unwrap(),
+        );
+        one.record_failure(&LoginAttempt::new(ip("198.51.100.1"), "carol"))
+            .await
+            .unwrap();
+        let a = two
+            .record_failure(&LoginAttempt::new(ip("198.51.100.2"), "carol"))
+            .await
+            .unwrap();
+        assert_eq!(a.observed.account_sources, 1);
+        // the same source failing on "carol" under both keys counts two accounts: the
+        // digests differ (the source key itself is shared, it holds no identifier)
+        let a = two
+            .record_failure(&LoginAttempt::new(ip("198.51.100.1"), "carol"))
+            .await
+            .unwrap();
+        assert_eq!(a.observed.source_accounts, 2);
+        let at = LoginAttempt::new(ip("198.51.100.1"), "carol");
+        assert_ne!(one.keys_of(&at)[1], two.keys_of(&at)[1]);
+        assert_eq!(one.keys_of(&at)[0], two.keys_of(&at)[0]);
     }
 
     /// A server that lost its script cache (restart, `SCRIPT FLUSH`): scripts are reloaded
@@ -507,6 +656,7 @@ mod redis {
         let d = Arc::new(RedisSprayDetector::new(
             conn,
             all_rules(Duration::from_secs(60)),
+            SprayKey::random(),
         ));
         d.load_scripts().await.unwrap();
         d.record_failure(&LoginAttempt::new(ip("192.0.2.1"), "a"))

@@ -35,7 +35,7 @@ use umanage::audit::{
 use umanage::core::{ClientIpResolver, SharedClock};
 use umanage::password::pool::{HashingPool, PoolConfig};
 use umanage::password::service::{ChangeOutcome, PasswordService};
-use umanage::password::spray::{MemorySprayDetector, SprayConfig, SprayDetector};
+use umanage::password::spray::{MemorySprayDetector, SprayConfig, SprayDetector, SprayKey};
 use umanage::password::store::CredentialStore;
 use umanage::password::{
     HasherConfig, NormalizedPassword, PasswordHasher, PasswordPolicy, UserInfo,
@@ -232,6 +232,9 @@ pub struct Stores {
     /// Redis for spray detection (in memory when `None`).
     #[cfg(feature = "redis")]
     pub redis: Option<umanage::core::redis::RedisConnection>,
+    /// The key of the spray detector's account digests (env `UMANAGE_SPRAY_KEY`): required
+    /// with Redis (every instance needs the same one); in memory a random key when `None`.
+    pub spray_key: Option<SprayKey>,
 }
 
 /// A backend connection `/readyz` checks.
@@ -294,7 +297,15 @@ impl Stores {
             probes: Vec::new(),
             #[cfg(feature = "redis")]
             redis: None,
+            spray_key: None,
         }
+    }
+
+    /// The spray detector's account-digest key (see [`Stores::spray_key`]).
+    #[must_use]
+    pub fn with_spray_key(mut self, key: SprayKey) -> Self {
+        self.spray_key = Some(key);
+        self
     }
 
     /// Sessions and rate limits on Redis.
@@ -308,17 +319,30 @@ impl Stores {
         self
     }
 
-    /// The spray detector: Redis when configured (shared by every instance), else memory.
-    #[cfg_attr(not(feature = "redis"), allow(clippy::unused_self))]
-    fn spray(&self, config: SprayConfig, clock: &SharedClock) -> Arc<dyn SprayDetector> {
+    /// The spray detector: Redis when configured (shared by every instance, so it needs
+    /// the shared key), else memory (a random key unless one is set).
+    fn spray(
+        &self,
+        config: SprayConfig,
+        clock: &SharedClock,
+    ) -> Result<Arc<dyn SprayDetector>, String> {
         #[cfg(feature = "redis")]
         if let Some(conn) = &self.redis {
-            return Arc::new(umanage::password::spray::RedisSprayDetector::new(
+            let key = self.spray_key.clone().ok_or(
+                "spray detection on Redis needs UMANAGE_SPRAY_KEY (base64 of 16-64 random \
+                 bytes, the same on every instance, e.g. `openssl rand -base64 32`)",
+            )?;
+            return Ok(Arc::new(umanage::password::spray::RedisSprayDetector::new(
                 conn.clone(),
                 config,
-            ));
+                key,
+            )));
         }
-        Arc::new(MemorySprayDetector::with_clock(config, clock.clone()))
+        let memory = MemorySprayDetector::with_clock(config, clock.clone());
+        Ok(Arc::new(match &self.spray_key {
+            Some(key) => memory.with_key(key.clone()),
+            None => memory,
+        }))
     }
 
     /// Accounts, credentials and audit on Postgres, after applying every migration.
@@ -420,7 +444,7 @@ pub fn build(settings: Settings, stores: Stores, clock: SharedClock) -> Result<A
     ])
     .map_err(|e| e.to_string())?;
     let limiter = Arc::clone(&stores.limiter);
-    let spray = stores.spray(settings.spray.clone(), &clock);
+    let spray = stores.spray(settings.spray.clone(), &clock)?;
     let max_body = settings.max_body_bytes;
     let state = AppState {
         inner: Arc::new(Inner {

@@ -10,7 +10,7 @@ use umanage_core::{Clock, SharedClock, SystemClock};
 
 use super::{
     AccountDigest, Assessment, DistinctCount, DistinctRule, LoginAttempt, Mode, RawCounts,
-    SprayConfig, SprayDetector, duration_ms,
+    SprayConfig, SprayDetector, SprayKey, duration_ms,
 };
 use crate::error::Result;
 
@@ -38,6 +38,7 @@ pub const SWEEP_EVERY: u64 = 4096;
 /// Time comes from the injected [`Clock`] ([`SystemClock`] by default).
 pub struct MemorySprayDetector {
     config: SprayConfig,
+    key: SprayKey,
     clock: SharedClock,
     state: Mutex<State>,
 }
@@ -129,18 +130,36 @@ impl<K: Copy + Eq> Members<K> {
 }
 
 impl MemorySprayDetector {
-    /// A detector with `config`, on the system clock.
+    /// A detector with `config`, on the system clock, with a random [`SprayKey`].
+    ///
+    /// # Panics
+    ///
+    /// When the operating system has no randomness ([`SprayKey::random`]).
     pub fn new(config: SprayConfig) -> Self {
         Self::with_clock(config, SystemClock::shared())
     }
 
-    /// A detector with `config` whose time comes from `clock` (a `ManualClock` in tests).
+    /// A detector with `config` whose time comes from `clock` (a `ManualClock` in tests),
+    /// with a random [`SprayKey`].
+    ///
+    /// # Panics
+    ///
+    /// When the operating system has no randomness ([`SprayKey::random`]).
     pub fn with_clock(config: SprayConfig, clock: SharedClock) -> Self {
         Self {
             config,
             clock,
+            key: SprayKey::random(),
             state: Mutex::new(State::default()),
         }
+    }
+
+    /// Replaces the account-digest key (the random one is fine for one process; a fixed
+    /// key only matters if digests must be comparable with another detector's).
+    #[must_use]
+    pub fn with_key(mut self, key: SprayKey) -> Self {
+        self.key = key;
+        self
     }
 
     /// How many sources and accounts are tracked now (for memory monitoring and tests).
@@ -161,7 +180,7 @@ impl MemorySprayDetector {
         let now = self.clock.now().timestamp_millis();
         let cfg = &self.config;
         let net = cfg.ip_policy().network(attempt.source);
-        let account = AccountDigest::of(attempt.account);
+        let account = AccountDigest::of(&self.key, attempt.account);
         let cap = cfg.max_members() as usize;
         let mut raw = RawCounts::default();
 

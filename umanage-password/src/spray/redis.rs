@@ -4,7 +4,7 @@
 //!
 //! | key | type | holds | TTL |
 //! | --- | --- | --- | --- |
-//! | `<prefix>:spray-src:{<network>}` | sorted set | account digests this source failed on, scored by time (ms) | the per-source window |
+//! | `<prefix>:spray-src:{<network>}` | sorted set | account digests (hex of the first 16 bytes of `HMAC-SHA256(key, account)`) this source failed on, scored by time (ms) | the per-source window |
 //! | `<prefix>:spray-acct:{<digest>}` | sorted set | source networks that failed on this account | the per-account window |
 //! | `<prefix>:spray-global:{all}` | hash | failures (`f<n>`) and successes (`s<n>`) per sub-window `n` | the global window |
 //!
@@ -46,7 +46,7 @@ use umanage_core::{BackendError, KeyBuilder};
 
 use super::{
     AccountDigest, Assessment, DistinctCount, DistinctRule, LoginAttempt, Mode, RawCounts,
-    SprayConfig, SprayDetector, duration_ms,
+    SprayConfig, SprayDetector, SprayKey, duration_ms,
 };
 use crate::error::Result;
 
@@ -124,6 +124,8 @@ return {f, s}
 pub struct RedisSprayDetector {
     conn: RedisConnection,
     config: SprayConfig,
+    /// Redacted by its own `Debug`.
+    key: SprayKey,
 }
 
 /// One script call of a pipeline.
@@ -145,9 +147,14 @@ impl Call {
 }
 
 impl RedisSprayDetector {
-    /// A detector on `conn` (whose key prefix namespaces its keys) with `config`.
-    pub fn new(conn: RedisConnection, config: SprayConfig) -> Self {
-        Self { conn, config }
+    /// A detector on `conn` (whose key prefix namespaces its keys) with `config`, keeping
+    /// account identifiers as HMACs under `key`.
+    ///
+    /// Every instance that shares this Redis namespace must be given the same `key`, or the
+    /// instances will not see each other's per-account evidence (see the
+    /// [module docs](crate::spray#the-key)).
+    pub fn new(conn: RedisConnection, config: SprayConfig, key: SprayKey) -> Self {
+        Self { conn, config, key }
     }
 
     /// The keys an attempt touches: per-source set, per-account set, global hash (for
@@ -156,7 +163,10 @@ impl RedisSprayDetector {
         let keys: &KeyBuilder = self.conn.keys();
         [
             keys.key("spray-src", &self.config.source_key(attempt.source)),
-            keys.key("spray-acct", &AccountDigest::of(attempt.account).hex()),
+            keys.key(
+                "spray-acct",
+                &AccountDigest::of(&self.key, attempt.account).hex(),
+            ),
             keys.key("spray-global", "all"),
         ]
     }
@@ -205,7 +215,7 @@ impl RedisSprayDetector {
         };
         let [src_key, acct_key, global_key] = self.keys_of(attempt);
         let net = cfg.source_key(attempt.source);
-        let digest = AccountDigest::of(attempt.account).hex();
+        let digest = AccountDigest::of(&self.key, attempt.account).hex();
         let mut calls = Vec::with_capacity(3);
         let (mut src_at, mut acct_at, mut global_at) = (None, None, None);
         if cfg.per_source().is_enabled() {
