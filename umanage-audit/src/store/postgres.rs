@@ -180,7 +180,13 @@ pub async fn append_in_tx(
         linked.push((stored, text));
     }
     for chunk in linked.chunks(INSERT_CHUNK) {
-        insert_chunk(&mut *conn, chunk).await?;
+        let inserted = insert_chunk(&mut *conn, chunk).await?;
+        if inserted.len() < chunk.len() {
+            // Another transaction, appending to another chain (this chain's head is locked),
+            // committed one of these ids after the check above. Name that chain; the caller
+            // rolls back, so nothing of this batch is kept.
+            return Err(lost_race(&mut *conn, chunk, &inserted).await);
+        }
     }
     if !linked.is_empty() {
         sqlx::query("UPDATE umanage_audit_chain_heads SET seq = $2, hash = $3 WHERE chain_id = $1")
@@ -197,7 +203,40 @@ pub async fn append_in_tx(
     })
 }
 
-async fn insert_chunk(conn: &mut PgConnection, chunk: &[(StoredEvent, String)]) -> Result<()> {
+/// The [`Error::IdConflict`] for an id of `chunk` that `insert_chunk` did not insert.
+async fn lost_race(
+    conn: &mut PgConnection,
+    chunk: &[(StoredEvent, String)],
+    inserted: &HashSet<Uuid>,
+) -> Error {
+    let Some(id) = chunk
+        .iter()
+        .map(|(s, _)| s.event.id)
+        .find(|id| !inserted.contains(id))
+    else {
+        return Error::Backend(BackendError::Protocol(
+            "audit insert reported fewer rows than it inserted".into(),
+        ));
+    };
+    match sqlx::query_scalar::<_, String>("SELECT chain_id FROM umanage_audit_events WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await
+    {
+        Ok(Some(chain_id)) => Error::IdConflict { id, chain_id },
+        Ok(None) => Error::Backend(BackendError::Protocol(format!(
+            "audit event {id} was neither inserted nor found"
+        ))),
+        Err(e) => e.into(),
+    }
+}
+
+/// Inserts `chunk`, skipping ids that already exist (a concurrent append to another
+/// chain), and returns the ids it inserted.
+async fn insert_chunk(
+    conn: &mut PgConnection,
+    chunk: &[(StoredEvent, String)],
+) -> Result<HashSet<Uuid>> {
     let n = chunk.len();
     let mut ids = Vec::with_capacity(n);
     let mut chains = Vec::with_capacity(n);
@@ -235,7 +274,9 @@ async fn insert_chunk(conn: &mut PgConnection, chunk: &[(StoredEvent, String)]) 
                      $6::text[], $7::text[], $8::text[], $9::text[], $10::bytea[],
                      $11::bytea[], $12::text[])
            AS t(id, chain_id, seq, ts, event_type, severity, actor_id, target_id, result,
-                prev_hash, hash, event)",
+                prev_hash, hash, event)
+         ON CONFLICT (id) DO NOTHING
+         RETURNING id",
     )
     .bind(&ids)
     .bind(&chains)
@@ -249,9 +290,12 @@ async fn insert_chunk(conn: &mut PgConnection, chunk: &[(StoredEvent, String)]) 
     .bind(&prevs)
     .bind(&hashes)
     .bind(&jsons)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+    .fetch_all(&mut *conn)
+    .await?
+    .iter()
+    .map(|r| r.try_get::<Uuid, _>("id"))
+    .collect::<Result<HashSet<_>, sqlx::Error>>()
+    .map_err(Error::from)
 }
 
 fn push_filter(qb: &mut QueryBuilder<'_, Postgres>, f: &AuditFilter) {
