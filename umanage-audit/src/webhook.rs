@@ -1,8 +1,10 @@
 //! An HTTP webhook destination: each batch is one `POST` of a JSON array.
 //!
-//! The client is deliberately small: HTTP/1.1 over a plain TCP connection (hyper), one
-//! connection per batch, a deadline per request. For HTTPS, send to a local TLS-terminating
-//! proxy or implement [`AuditDestination`] with the host's own client.
+//! The client is deliberately small: HTTP/1.1 (hyper), one connection per batch, a deadline
+//! per request. `http://` URLs go over plain TCP; `https://` URLs need the feature
+//! `webhook-tls` (rustls with the `ring` provider, TLS 1.2/1.3, the Mozilla roots of
+//! `webpki-roots`; [`WebhookDestination::with_root_certificates`] trusts a private CA
+//! instead). Without the feature an `https://` URL is a configuration error.
 //!
 //! Each request carries
 //!
@@ -37,16 +39,21 @@ pub struct WebhookDestination {
     authority: String,
     timeout: Duration,
     secret: Option<Zeroizing<Vec<u8>>>,
+    /// The TLS client configuration of an `https://` URL.
+    #[cfg(feature = "webhook-tls")]
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl fmt::Debug for WebhookDestination {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WebhookDestination")
-            .field("host", &self.authority)
+        let mut d = f.debug_struct("WebhookDestination");
+        d.field("host", &self.authority)
             .field("path", &self.uri.path())
             .field("timeout", &self.timeout)
-            .field("secret", &self.secret.as_ref().map(|_| "[redacted]"))
-            .finish()
+            .field("secret", &self.secret.as_ref().map(|_| "[redacted]"));
+        #[cfg(feature = "webhook-tls")]
+        d.field("tls", &self.tls.is_some());
+        d.finish()
     }
 }
 
@@ -54,30 +61,80 @@ impl WebhookDestination {
     /// Default deadline per request.
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
-    /// Posts to `url` (`http://host[:port]/path`).
+    /// Posts to `url` (`http://host[:port]/path`, or `https://…` with the feature
+    /// `webhook-tls`, trusting the Mozilla root store).
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] for a URL that does not parse, is not `http`, or has no host.
+    /// [`Error::Config`] for a URL that does not parse, has no host, carries credentials,
+    /// or is neither `http` nor (with `webhook-tls`) `https`.
     pub fn new(url: &str) -> Result<Self> {
         let uri: Uri = url
             .parse()
             .map_err(|_| Error::Config("webhook url does not parse".into()))?;
-        if uri.scheme_str() != Some("http") {
+        let https = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") if cfg!(feature = "webhook-tls") => true,
+            Some("https") => {
+                return Err(Error::Config(
+                    "webhook url is https:// but umanage-audit was built without the                      `webhook-tls` feature"
+                        .into(),
+                ));
+            }
+            _ => {
+                return Err(Error::Config(
+                    "webhook url must be http:// or https://".into(),
+                ));
+            }
+        };
+        if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
             return Err(Error::Config(
-                "webhook url must be http:// (terminate TLS in a local proxy)".into(),
+                "webhook url must not carry credentials (use signing_secret)".into(),
             ));
         }
         let host = uri
             .host()
             .ok_or_else(|| Error::Config("webhook url has no host".into()))?;
-        let authority = format!("{host}:{}", uri.port_u16().unwrap_or(80));
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let authority = format!("{host}:{port}");
         Ok(Self {
+            #[cfg(feature = "webhook-tls")]
+            tls: https.then(|| tls_config(mozilla_roots())).transpose()?,
             uri,
             authority,
             timeout: Self::DEFAULT_TIMEOUT,
             secret: None,
         })
+    }
+
+    /// Trusts only the given CA certificates (DER) for an `https://` URL, instead of the
+    /// Mozilla roots: a company CA, or a test's own.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] when the URL is not `https://`, no certificate is given, or one
+    /// does not parse.
+    #[cfg(feature = "webhook-tls")]
+    pub fn with_root_certificates(
+        mut self,
+        ders: impl IntoIterator<Item = Vec<u8>>,
+    ) -> Result<Self> {
+        if self.tls.is_none() {
+            return Err(Error::Config(
+                "root certificates need an https:// webhook url".into(),
+            ));
+        }
+        let mut roots = rustls::RootCertStore::empty();
+        for der in ders {
+            roots
+                .add(rustls::pki_types::CertificateDer::from(der))
+                .map_err(|e| Error::Config(format!("webhook root certificate: {e}")))?;
+        }
+        if roots.is_empty() {
+            return Err(Error::Config("no webhook root certificate given".into()));
+        }
+        self.tls = Some(tls_config(roots)?);
+        Ok(self)
     }
 
     /// Sets the per-request deadline.
@@ -102,7 +159,31 @@ impl WebhookDestination {
         let stream = tokio::net::TcpStream::connect(&self.authority)
             .await
             .map_err(|e| fail(format!("connect: {e}")))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        #[cfg(feature = "webhook-tls")]
+        if let Some(tls) = &self.tls {
+            let host = self.uri.host().unwrap_or_default();
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+                .map_err(|e| fail(format!("tls server name: {e}")))?;
+            let stream = tokio_rustls::TlsConnector::from(tls.clone())
+                .connect(name, stream)
+                .await
+                .map_err(|e| fail(format!("tls: {e}")))?;
+            return self.exchange(TokioIo::new(stream), body, key).await;
+        }
+        self.exchange(TokioIo::new(stream), body, key).await
+    }
+
+    /// One request/response over an established connection.
+    async fn exchange<I>(&self, io: I, body: Vec<u8>, key: String) -> Result<()>
+    where
+        I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    {
+        let fail = |reason: String| Error::Destination {
+            destination: "webhook".into(),
+            reason,
+        };
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
             .await
             .map_err(|e| fail(format!("handshake: {e}")))?;
         let driver = tokio::spawn(async move {
@@ -142,6 +223,26 @@ impl WebhookDestination {
     }
 }
 
+/// The Mozilla root store of `webpki-roots`.
+#[cfg(feature = "webhook-tls")]
+fn mozilla_roots() -> rustls::RootCertStore {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    roots
+}
+
+/// A TLS 1.2/1.3 client configuration on the `ring` provider, trusting `roots`.
+#[cfg(feature = "webhook-tls")]
+fn tls_config(roots: rustls::RootCertStore) -> Result<std::sync::Arc<rustls::ClientConfig>> {
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Config(format!("webhook tls: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(std::sync::Arc::new(config))
+}
+
 #[async_trait]
 impl AuditDestination for WebhookDestination {
     fn name(&self) -> &'static str {
@@ -172,8 +273,16 @@ mod tests {
 
     #[test]
     fn urls_are_checked_and_secrets_hidden() {
+        assert_eq!(
+            WebhookDestination::new("https://x/y").is_ok(),
+            cfg!(feature = "webhook-tls")
+        );
         assert!(matches!(
-            WebhookDestination::new("https://x/y"),
+            WebhookDestination::new("ftp://x/y"),
+            Err(Error::Config(_))
+        ));
+        assert!(matches!(
+            WebhookDestination::new("http://user:pw@x/y"),
             Err(Error::Config(_))
         ));
         assert!(matches!(
