@@ -8,9 +8,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use umanage::audit::{AuditFilter, AuditQuery, AuditStorage, Outcome, event_types};
-use umanage::core::{RequestContext, UserId};
+use umanage::core::UserId;
 
-use super::auth::{context, require_admin};
+use super::auth::{Ctx, require_admin};
 use super::edge::audit;
 use super::openapi::{
     AuditPageDoc, BadRequest, Forbidden, NotFound, RateLimited, SessionListDoc, Unauthorized,
@@ -56,12 +56,11 @@ pub(crate) struct AuditParams {
 )]
 pub(crate) async fn admin_audit(
     State(state): State<AppState>,
-    ctx: Option<axum::Extension<RequestContext>>,
+    Ctx(ctx): Ctx,
     headers: HeaderMap,
     params: Result<Query<AuditParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, Problem> {
     let s = &state.inner;
-    let ctx = context(ctx.as_deref());
     require_admin(s, &headers, &ctx).await?;
     let Query(p) = params.map_err(|e| {
         Problem::new(
@@ -149,11 +148,10 @@ pub(crate) async fn admin_audit(
 )]
 pub(crate) async fn admin_verify(
     State(state): State<AppState>,
-    ctx: Option<axum::Extension<RequestContext>>,
+    Ctx(ctx): Ctx,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
     let s = &state.inner;
-    let ctx = context(ctx.as_deref());
     require_admin(s, &headers, &ctx).await?;
     s.logger.flush().await.map_err(|e| backend(&e, false))?;
     let report = s
@@ -184,12 +182,11 @@ pub(crate) async fn admin_verify(
 )]
 pub(crate) async fn admin_sessions(
     State(state): State<AppState>,
-    ctx: Option<axum::Extension<RequestContext>>,
+    Ctx(ctx): Ctx,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
     let s = &state.inner;
-    let ctx = context(ctx.as_deref());
     require_admin(s, &headers, &ctx).await?;
     let user: UserId = id
         .parse()
@@ -213,12 +210,11 @@ pub(crate) async fn admin_sessions(
 )]
 pub(crate) async fn admin_revoke_all(
     State(state): State<AppState>,
-    ctx: Option<axum::Extension<RequestContext>>,
+    Ctx(ctx): Ctx,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
     let s = &state.inner;
-    let ctx = context(ctx.as_deref());
     let admin = require_admin(s, &headers, &ctx).await?;
     let user: UserId = id
         .parse()

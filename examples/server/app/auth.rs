@@ -49,8 +49,26 @@ pub(crate) async fn authenticate(
     }
 }
 
-pub(crate) fn context(req_ctx: Option<&RequestContext>) -> RequestContext {
-    req_ctx.cloned().unwrap_or_default()
+/// Extracts the request's [`RequestContext`], which the edge middleware puts in the
+/// extensions (client address, user agent, request id); a default one when it is absent.
+/// Never rejects.
+pub(crate) struct Ctx(pub(crate) RequestContext);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Ctx {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self(
+            parts
+                .extensions
+                .get::<RequestContext>()
+                .cloned()
+                .unwrap_or_default(),
+        ))
+    }
 }
 
 pub(crate) async fn require_admin(

@@ -321,6 +321,7 @@ impl Stores {
 
     /// The spray detector: Redis when configured (shared by every instance, so it needs
     /// the shared key), else memory (a random key unless one is set).
+    #[cfg_attr(not(feature = "redis"), allow(clippy::unnecessary_wraps))]
     fn spray(
         &self,
         config: SprayConfig,

@@ -11,12 +11,11 @@ use serde_json::{Value, json};
 
 use umanage::account::AccountStore;
 use umanage::audit::{Outcome, event_types};
-use umanage::core::RequestContext;
 use umanage::password::service::ChangeOutcome;
 use umanage::password::{NormalizedPassword, UserInfo, Violation};
 
 use super::AppState;
-use super::auth::{authenticate, context};
+use super::auth::{Ctx, authenticate};
 use super::edge::audit;
 use super::openapi::{
     BadRequest, Conflict, PayloadTooLarge, RateLimited, StrengthDoc, Unauthorized, Unavailable,
@@ -52,12 +51,11 @@ pub(crate) struct ChangePasswordBody {
 )]
 pub(crate) async fn change_password(
     State(state): State<AppState>,
-    ctx: Option<axum::Extension<RequestContext>>,
+    Ctx(ctx): Ctx,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, Problem> {
     let s = &state.inner;
-    let ctx = context(ctx.as_deref());
     let (session, _) = authenticate(s, &headers, &ctx).await?;
     let body: ChangePasswordBody = parse_json(&headers, &body)?;
     let ctx = ctx

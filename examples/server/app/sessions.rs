@@ -19,7 +19,7 @@ use umanage::password::spray::{LoginAttempt, SprayAction, SprayDetector};
 use umanage::ratelimit::{Check, Decision, RateLimitStore};
 use umanage::session::{ClientInfo, Login, LoginOutcome, Session, SessionId};
 
-use super::auth::{authenticate, context};
+use super::auth::{Ctx, authenticate};
 use super::edge::audit;
 use super::openapi::{
     BadRequest, Conflict, LoginDoc, LoginThrottled, NotFound, PayloadTooLarge, RateLimited,
@@ -51,12 +51,11 @@ pub(crate) struct LoginBody {
 )]
 pub(crate) async fn login(
     State(state): State<AppState>,
-    ctx: Option<axum::Extension<RequestContext>>,
+    Ctx(ctx): Ctx,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, Problem> {
     let s = &state.inner;
-    let ctx = context(ctx.as_deref());
     let body: LoginBody = parse_json(&headers, &body)?;
     let pw = NormalizedPassword::new(body.password.expose_secret()).ok();
     let account = if body.login.len() > 320 {
@@ -336,11 +335,10 @@ pub(crate) fn session_json(session: &Session, current: Option<SessionId>) -> Val
 )]
 pub(crate) async fn list_sessions(
     State(state): State<AppState>,
-    ctx: Option<axum::Extension<RequestContext>>,
+    Ctx(ctx): Ctx,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
     let s = &state.inner;
-    let ctx = context(ctx.as_deref());
     let (current, _) = authenticate(s, &headers, &ctx).await?;
     let list = s
         .sessions
@@ -367,11 +365,10 @@ pub(crate) async fn list_sessions(
 )]
 pub(crate) async fn logout(
     State(state): State<AppState>,
-    ctx: Option<axum::Extension<RequestContext>>,
+    Ctx(ctx): Ctx,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
     let s = &state.inner;
-    let ctx = context(ctx.as_deref());
     let (session, _) = authenticate(s, &headers, &ctx).await?;
     s.sessions
         .logout(&session)
@@ -411,12 +408,11 @@ pub(crate) async fn logout(
 )]
 pub(crate) async fn revoke_session(
     State(state): State<AppState>,
-    ctx: Option<axum::Extension<RequestContext>>,
+    Ctx(ctx): Ctx,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
     let s = &state.inner;
-    let ctx = context(ctx.as_deref());
     let (session, _) = authenticate(s, &headers, &ctx).await?;
     let id: SessionId = id
         .parse()

@@ -14,12 +14,12 @@ use serde_json::{Value, json};
 
 use umanage::account::{Account, AccountStore, CreateWithError, NewAccount, Role, create_with};
 use umanage::audit::{Outcome, event_types};
-use umanage::core::{RequestContext, UserId};
+use umanage::core::UserId;
 use umanage::password::service::ChangeOutcome;
 use umanage::password::{NormalizedPassword, UserInfo};
 
 use super::AppState;
-use super::auth::{authenticate, context};
+use super::auth::{Ctx, authenticate};
 use super::edge::audit;
 use super::openapi::{
     AccountDoc, BadRequest, Conflict, PayloadTooLarge, RateLimited, Unauthorized, Unavailable,
@@ -54,12 +54,11 @@ pub(crate) struct RegisterBody {
 )]
 pub(crate) async fn register(
     State(state): State<AppState>,
-    ctx: Option<axum::Extension<RequestContext>>,
+    Ctx(ctx): Ctx,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, Problem> {
     let s = &state.inner;
-    let ctx = context(ctx.as_deref());
     let body: RegisterBody = parse_json(&headers, &body)?;
     let mut violations = Vec::new();
     if let Err(e) = NewAccount::new(&body.username, &body.email).validate() {
@@ -164,11 +163,10 @@ pub(crate) fn account_json(a: &Account) -> Value {
 )]
 pub(crate) async fn me(
     State(state): State<AppState>,
-    ctx: Option<axum::Extension<RequestContext>>,
+    Ctx(ctx): Ctx,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
     let s = &state.inner;
-    let ctx = context(ctx.as_deref());
     let (session, _) = authenticate(s, &headers, &ctx).await?;
     let ttl = chrono::Duration::from_std(s.settings.account_cache_ttl).unwrap_or_default();
     let now = s.clock.now();
