@@ -38,12 +38,12 @@ pub(crate) async fn authenticate(
     s: &Inner,
     headers: &HeaderMap,
     ctx: &RequestContext,
-) -> Result<(Session, ClientInfo), Problem> {
+) -> Result<(Arc<Session>, ClientInfo), Problem> {
     let raw = presented_token(headers).ok_or_else(Problem::unauthorized)?;
     let token = SessionToken::parse(&raw).map_err(|_| Problem::unauthorized())?;
     let client = ClientInfo::new(ctx.clone());
     match s.sessions.validate(&token, &client).await {
-        Ok(Validation::Valid(session)) => Ok((Arc::unwrap_or_clone(session), client)),
+        Ok(Validation::Valid(session)) => Ok((session, client)),
         Ok(_) => Err(Problem::unauthorized()),
         Err(e) => Err(session_err(&e)),
     }
@@ -75,7 +75,7 @@ pub(crate) async fn require_admin(
     s: &Inner,
     headers: &HeaderMap,
     ctx: &RequestContext,
-) -> Result<Session, Problem> {
+) -> Result<Arc<Session>, Problem> {
     let (session, _) = authenticate(s, headers, ctx).await?;
     if session.has_role(Role::ADMIN) {
         Ok(session)
