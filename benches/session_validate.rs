@@ -6,13 +6,15 @@
 //! * criterion `session_validate/redis/sequential`: one validation in flight at a time
 //!   (round-trip latency), when `UMANAGE_BENCH_REDIS_URL` is set.
 //! * a load driver, when `UMANAGE_BENCH_REDIS_URL` is set: `CONCURRENCY` (50) tokio tasks
-//!   validating (with sliding: one `EVALSHA` each) `SESSIONS` (10000) sessions round-robin
+//!   validating (with sliding: one `GETEX` + `MGET` pipeline each) `SESSIONS` (10000) sessions round-robin
 //!   for `DURATION` seconds (5, after 1 s warm-up), printing
 //!   `umanage_session_validate ops_per_sec=… p50_ms=… p99_ms=…` like the peers in
 //!   `shared/peers/redis`. `CONNS` (1) multiplexed connections are shared by the tasks;
 //!   `SERIALIZER=msgpack` (with the `msgpack` feature) stores the sessions as MessagePack.
-//! * `SESSION_RAW=noop`: the same tasks sending `EVALSHA` of `return 1` (the client's
-//!   ceiling); `SESSION_CALLGRIND=<n>`: `n` memory validations for callgrind (see below).
+//! * `SESSION_RAW=noop|get|pipeline`: the same tasks sending `EVALSHA` of `return 1`, a
+//!   plain `GET` of a 400-byte value, or the validation's two commands (`GETEX` + `MGET`)
+//!   without any client-side work: the ceilings on this machine;
+//!   `SESSION_CALLGRIND=<n>`: `n` memory validations for callgrind (see below).
 //!
 //! `benches/session_compare.sh` runs it beside `redis-benchmark -t get -c 50` and the
 //! tower-sessions peer of `shared/peers/redis`, interleaved, and prints the ratios.
@@ -68,17 +70,15 @@ fn memory(c: &mut Criterion) {
     let store = Arc::new(MemorySessionStore::with_clock(clock.shared()));
     let manager = SessionManager::new(store.clone(), config());
     let tokens = rt.block_on(populate(&manager, 1000));
-    let hashes: Vec<_> = tokens.iter().map(|t| (t.user_id(), t.hash())).collect();
     let c_info = client();
     let mut g = c.benchmark_group("session_validate/memory");
     let mut i = 0;
     g.bench_function("store_touch", |b| {
         b.to_async(&rt).iter(|| {
-            i = (i + 1) % hashes.len();
-            let (user, hash) = hashes[i];
-            let store = &store;
+            i = (i + 1) % tokens.len();
+            let (token, store) = (&tokens[i], &store);
             async move {
-                match store.touch(user, &hash, Touch::default()).await {
+                match store.touch(token, Touch::default()).await {
                     Ok(TouchOutcome::Valid(s)) => s,
                     other => panic!("{other:?}"),
                 }
@@ -200,8 +200,8 @@ fn redis_sequential(c: &mut Criterion) {
 static NOOP: std::sync::LazyLock<umanage::core::redis::RedisScript> =
     std::sync::LazyLock::new(|| umanage::core::redis::RedisScript::new("noop", "return 1"));
 
-/// `SESSION_RAW=noop`: the same tasks and connections sending `EVALSHA` of `return 1`
-/// (what redis-benchmark's EVALSHA test sends), for the client's ceiling on this machine.
+/// `SESSION_RAW=noop|get|pipeline`: the same tasks and connections sending `EVALSHA` of
+/// `return 1`, a plain `GET`, or the validation's `GETEX` + `MGET` with no client work.
 fn redis_raw(what: &str) {
     let Some(url) = redis_url() else { return };
     let concurrency = env_num("CONCURRENCY", 50);
@@ -226,9 +226,51 @@ fn redis_raw(what: &str) {
             .map(|t| {
                 let conn = cs[t % cs.len()].clone();
                 let (count, stop) = (Arc::clone(&count), Arc::clone(&stop));
+                let what = what.clone();
                 tokio::spawn(async move {
+                    let mut m = conn.manager();
+                    let base = format!("umrawbench:{{u{t}}}:");
+                    let (record, marker, epoch) = (
+                        format!("{base}t:r"),
+                        format!("{base}a:r"),
+                        format!("{base}epoch"),
+                    );
+                    let ttl = 600_000;
+                    let _: redis::RedisResult<()> = redis::pipe()
+                        .cmd("SET")
+                        .arg(&record)
+                        .arg("x".repeat(400))
+                        .arg("PX")
+                        .arg(ttl)
+                        .cmd("SET")
+                        .arg(&marker)
+                        .arg("1")
+                        .arg("PX")
+                        .arg(ttl)
+                        .query_async(&mut m)
+                        .await;
                     while !stop.load(Ordering::Relaxed) {
-                        if NOOP.call().key("k").invoke::<i64>(&conn).await.is_ok() {
+                        let ok = match what.as_str() {
+                            // The validation's commands without the client's work.
+                            "pipeline" => redis::pipe()
+                                .cmd("GETEX")
+                                .arg(&record)
+                                .arg("PX")
+                                .arg(ttl)
+                                .cmd("MGET")
+                                .arg(&marker)
+                                .arg(&epoch)
+                                .query_async::<redis::Value>(&mut m)
+                                .await
+                                .is_ok(),
+                            "get" => redis::cmd("GET")
+                                .arg(&record)
+                                .query_async::<Option<Vec<u8>>>(&mut m)
+                                .await
+                                .is_ok(),
+                            _ => NOOP.call().key("k").invoke::<i64>(&conn).await.is_ok(),
+                        };
+                        if ok {
                             count.fetch_add(1, Ordering::Relaxed);
                         }
                     }
@@ -349,15 +391,13 @@ fn callgrind(n: usize) {
             .unwrap_or_default(),
     );
     let tokens = rt.block_on(populate(&manager, 1000));
-    let hashes: Vec<_> = tokens.iter().map(|t| (t.user_id(), t.hash())).collect();
     let c_info = client();
     rt.block_on(async {
         for i in 0..n {
             let token = &tokens[i % tokens.len()];
             let ok = if what.is_empty() || what == "store" {
-                let (user, hash) = &hashes[i % hashes.len()];
                 matches!(
-                    store.touch(*user, hash, Touch::default()).await,
+                    store.touch(token, Touch::default()).await,
                     Ok(TouchOutcome::Valid(_))
                 )
             } else {

@@ -178,14 +178,10 @@ impl SessionManager {
         let span = tracing::info_span!("session.login", user = %login.user_id);
         async move {
             if let Some(old) = &login.replaces
-                && let TouchOutcome::Valid(s) = self
-                    .store
-                    .touch(old.user_id(), &old.hash(), Touch::default())
-                    .await?
+                && let TouchOutcome::Valid(s) = self.store.touch(old, Touch::default()).await?
             {
                 self.store.revoke(s.user_id, s.id).await?;
             }
-            let token = SessionToken::generate(login.user_id)?;
             let ctx = &client.context;
             let mut session = Session::new(login.user_id, login.username);
             session.email = login.email;
@@ -211,6 +207,7 @@ impl SessionManager {
             } else {
                 (self.config.idle_timeout(), self.config.absolute_lifetime())
             };
+            let token = SessionToken::generate(login.user_id, idle)?;
             let new = NewSession {
                 session,
                 token: token.hash(),
@@ -250,17 +247,11 @@ impl SessionManager {
         let span = tracing::debug_span!("session.validate", user = %token.user_id());
         async move {
             let touch = self.touch_for(client);
-            Ok(
-                match self
-                    .store
-                    .touch(token.user_id(), &token.hash(), touch)
-                    .await?
-                {
-                    TouchOutcome::Valid(s) => Validation::Valid(s),
-                    TouchOutcome::DeviceMismatch(_) => Validation::DeviceMismatch,
-                    TouchOutcome::Invalid => Validation::Invalid,
-                },
-            )
+            Ok(match self.store.touch(token, touch).await? {
+                TouchOutcome::Valid(s) => Validation::Valid(s),
+                TouchOutcome::DeviceMismatch(_) => Validation::DeviceMismatch,
+                TouchOutcome::Invalid => Validation::Invalid,
+            })
         }
         .instrument(span)
         .await
@@ -279,19 +270,13 @@ impl SessionManager {
     ) -> Result<Option<(Arc<Session>, SessionToken)>> {
         let span = tracing::info_span!("session.rotate", user = %token.user_id());
         async move {
-            let next = SessionToken::generate(token.user_id())?;
+            let next = SessionToken::generate(token.user_id(), token.idle_timeout())?;
             let mut touch = self.touch_for(client);
             touch.rotate_to = Some(next.hash());
-            Ok(
-                match self
-                    .store
-                    .touch(token.user_id(), &token.hash(), touch)
-                    .await?
-                {
-                    TouchOutcome::Valid(s) => Some((s, next)),
-                    TouchOutcome::Invalid | TouchOutcome::DeviceMismatch(_) => None,
-                },
-            )
+            Ok(match self.store.touch(token, touch).await? {
+                TouchOutcome::Valid(s) => Some((s, next)),
+                TouchOutcome::Invalid | TouchOutcome::DeviceMismatch(_) => None,
+            })
         }
         .instrument(span)
         .await
@@ -342,7 +327,7 @@ impl SessionManager {
     pub async fn issue_refresh(&self, session: &Session) -> Result<Option<RefreshToken>> {
         let span = tracing::info_span!("session.issue_refresh", user = %session.user_id);
         async move {
-            let token = RefreshToken::generate(session.user_id)?;
+            let token = RefreshToken::generate(session.user_id, session.idle_timeout)?;
             Ok(self
                 .store
                 .start_family(session.user_id, session.id, &token.hash())
@@ -363,8 +348,8 @@ impl SessionManager {
         let span = tracing::info_span!("session.refresh", user = %token.user_id());
         async move {
             let user = token.user_id();
-            let next_refresh = RefreshToken::generate(user)?;
-            let next_session = SessionToken::generate(user)?;
+            let next_refresh = RefreshToken::generate(user, token.idle_timeout())?;
+            let next_session = SessionToken::generate(user, token.idle_timeout())?;
             let request = RefreshRequest {
                 user,
                 presented: token.hash(),

@@ -3,7 +3,7 @@
 //! | backend | type | feature | time comes from |
 //! | --- | --- | --- | --- |
 //! | memory | [`MemorySessionStore`] | `memory` | the injected [`Clock`](umanage_core::Clock) |
-//! | Redis | [`RedisSessionStore`] | `redis` | the Redis server (`TIME` inside each script) |
+//! | Redis | [`RedisSessionStore`] | `redis` | the Redis server (key expiry, `TIME` inside scripts) |
 
 #[cfg(feature = "memory")]
 mod memory;
@@ -20,7 +20,7 @@ use umanage_core::UserId;
 
 use crate::error::Result;
 use crate::model::{FamilyId, Session, SessionId};
-use crate::token::TokenHash;
+use crate::token::{SessionToken, TokenHash};
 
 #[cfg(feature = "memory")]
 pub use memory::MemorySessionStore;
@@ -67,7 +67,8 @@ pub struct NewSession {
     pub session: Session,
     /// Hash of the session token.
     pub token: TokenHash,
-    /// Idle (sliding) timeout of this session.
+    /// Idle (sliding) timeout of this session: the one its token carries
+    /// ([`SessionToken::idle_timeout`]).
     pub idle_timeout: Duration,
     /// Absolute lifetime of this session.
     pub lifetime: Duration,
@@ -103,6 +104,7 @@ pub struct Touch {
     /// What a fingerprint mismatch does.
     pub binding: BindingPolicy,
     /// Replace the token hash (rotation): the old token stops working in the same step.
+    /// The new token carries the same idle timeout as the old one.
     pub rotate_to: Option<TokenHash>,
 }
 
@@ -144,7 +146,8 @@ pub struct RefreshRequest {
     pub presented: TokenHash,
     /// Hash of the next refresh token.
     pub next_refresh: TokenHash,
-    /// Hash of the session's next token (the session token is rotated with the refresh).
+    /// Hash of the session's next token (the session token is rotated with the refresh);
+    /// issued with the idle timeout of the presented refresh token, which is its session's.
     pub next_session: TokenHash,
     /// The client's device fingerprint; the grace window only covers the same one.
     pub fingerprint: Option<String>,
@@ -184,7 +187,7 @@ pub enum RefreshOutcome {
 /// * Every write is conditional on the session still being live, so nothing deleted can
 ///   be written back by a request that loaded it earlier.
 /// * [`create`](Self::create) checks the user's limit and inserts atomically.
-/// * Tokens are known only by their hashes.
+/// * Stores keep tokens only as their hashes ([`TokenHash`]).
 #[async_trait]
 pub trait SessionStore: Send + Sync + std::fmt::Debug {
     /// Stores a new session, enforcing the limit atomically.
@@ -196,12 +199,15 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug {
     async fn create(&self, new: NewSession) -> Result<CreateOutcome>;
 
     /// Validates the session of `token`, extends its idle deadline and records the client.
+    /// The token's user id routes the lookup, its [`hash`](SessionToken::hash) finds the
+    /// record and its [`idle_timeout`](SessionToken::idle_timeout) is the slide (a token
+    /// whose idle timeout is not its session's is invalid); stores keep only the hash.
     ///
     /// # Errors
     ///
     /// [`Error::Duplicate`](crate::Error::Duplicate) when `rotate_to` already exists;
     /// [`Error::Backend`](crate::Error::Backend) when the backend fails.
-    async fn touch(&self, user: UserId, token: &TokenHash, touch: Touch) -> Result<TouchOutcome>;
+    async fn touch(&self, token: &SessionToken, touch: Touch) -> Result<TouchOutcome>;
 
     /// Writes the caller-owned fields of `session` if it is live and still at
     /// `session.version`.
@@ -272,13 +278,8 @@ macro_rules! forward_session_store {
             async fn create(&self, new: NewSession) -> Result<CreateOutcome> {
                 (**self).create(new).await
             }
-            async fn touch(
-                &self,
-                user: UserId,
-                token: &TokenHash,
-                touch: Touch,
-            ) -> Result<TouchOutcome> {
-                (**self).touch(user, token, touch).await
+            async fn touch(&self, token: &SessionToken, touch: Touch) -> Result<TouchOutcome> {
+                (**self).touch(token, touch).await
             }
             async fn update(&self, session: &Session) -> Result<UpdateOutcome> {
                 (**self).update(session).await

@@ -51,6 +51,7 @@ macro_rules! session_conformance {
             $crate::testing;
             create_then_touch_returns_the_session,
             unknown_tokens_are_invalid,
+            a_token_with_another_idle_timeout_is_invalid,
             idle_timeout_expires_and_touch_does_not_revive,
             touch_slides_the_idle_deadline,
             returned_sessions_are_snapshots,
@@ -88,7 +89,7 @@ fn ip(text: &str) -> IpAddr {
 
 /// A new session for `user` with the given idle timeout and lifetime, and its token.
 fn login(user: UserId, idle: Duration, life: Duration) -> (NewSession, SessionToken) {
-    let token = SessionToken::generate(user).unwrap();
+    let token = SessionToken::generate(user, idle).unwrap();
     let mut session = Session::new(user, "alice");
     session.email = Some("alice@example.com".into());
     session.roles = vec!["user".into()];
@@ -119,12 +120,7 @@ async fn create(h: &SessionHarness, new: NewSession) -> Session {
 }
 
 async fn touch(h: &SessionHarness, token: &SessionToken) -> Option<Session> {
-    match h
-        .store
-        .touch(token.user_id(), &token.hash(), Touch::default())
-        .await
-        .unwrap()
-    {
+    match h.store.touch(token, Touch::default()).await.unwrap() {
         TouchOutcome::Valid(s) => Some(Session::clone(&s)),
         TouchOutcome::Invalid => None,
         other @ TouchOutcome::DeviceMismatch(_) => panic!("unexpected {other:?}"),
@@ -174,19 +170,52 @@ pub async fn create_then_touch_returns_the_session(h: &SessionHarness) {
 pub async fn unknown_tokens_are_invalid(h: &SessionHarness) {
     let user = UserId::new();
     assert!(
-        touch(h, &SessionToken::generate(user).unwrap())
+        touch(h, &SessionToken::generate(user, TICK * 10).unwrap())
             .await
             .is_none()
     );
+    let (session, _, refresh) = family(h, user).await;
+    let as_session = SessionToken::parse(refresh.expose()).unwrap();
+    let outcome = h.store.touch(&as_session, Touch::default()).await.unwrap();
+    assert!(matches!(outcome, TouchOutcome::Invalid), "{outcome:?}");
+    // The same secret under another user id or idle timeout is another token.
     let (new, token) = login(user, TICK * 10, TICK * 100);
     create(h, new).await;
-    let as_refresh = RefreshToken::parse(token.expose()).unwrap();
-    let outcome = h
-        .store
-        .touch(user, &as_refresh.hash(), Touch::default())
-        .await
-        .unwrap();
+    for edited in [
+        edit_token(&token, Some(UserId::new()), None),
+        edit_token(&token, None, Some(TICK * 11)),
+    ] {
+        let outcome = h.store.touch(&edited, Touch::default()).await.unwrap();
+        assert!(matches!(outcome, TouchOutcome::Invalid), "{outcome:?}");
+    }
+    assert!(touch(h, &token).await.is_some());
+    assert!(h.store.revoke(user, session.id).await.unwrap());
+}
+
+/// A token carrying another idle timeout than its session's matches nothing: a store
+/// never slides a session by an idle timeout it was not created with.
+pub async fn a_token_with_another_idle_timeout_is_invalid(h: &SessionHarness) {
+    let user = UserId::new();
+    let (mut new, token) = login(user, TICK * 10, TICK * 100);
+    new.idle_timeout = TICK * 20;
+    create(h, new).await;
+    let outcome = h.store.touch(&token, Touch::default()).await.unwrap();
     assert!(matches!(outcome, TouchOutcome::Invalid), "{outcome:?}");
+}
+
+/// `token` with its user id and/or idle timeout bytes replaced (the secret kept).
+fn edit_token(token: &SessionToken, user: Option<UserId>, idle: Option<Duration>) -> SessionToken {
+    use base64::Engine as _;
+    let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let mut raw = engine.decode(token.expose()).unwrap();
+    if let Some(user) = user {
+        raw[..16].copy_from_slice(user.as_uuid().as_bytes());
+    }
+    if let Some(idle) = idle {
+        let ms = u64::try_from(idle.as_millis()).unwrap().to_be_bytes();
+        raw[16..22].copy_from_slice(&ms[2..]);
+    }
+    SessionToken::parse(&engine.encode(raw)).unwrap()
 }
 
 /// Past the idle deadline the session is gone, and touching it again does not bring it back.
@@ -228,12 +257,7 @@ pub async fn returned_sessions_are_snapshots(h: &SessionHarness) {
     let user = UserId::new();
     let (new, token) = login(user, TICK * 10, TICK * 100);
     create(h, new).await;
-    let first = match h
-        .store
-        .touch(user, &token.hash(), Touch::default())
-        .await
-        .unwrap()
-    {
+    let first = match h.store.touch(&token, Touch::default()).await.unwrap() {
         TouchOutcome::Valid(s) => s,
         other => panic!("{other:?}"),
     };
@@ -243,7 +267,7 @@ pub async fn returned_sessions_are_snapshots(h: &SessionHarness) {
         ip: Some(ip("198.51.100.7")),
         ..Touch::default()
     };
-    let second = match h.store.touch(user, &token.hash(), moved).await.unwrap() {
+    let second = match h.store.touch(&token, moved).await.unwrap() {
         TouchOutcome::Valid(s) => s,
         other => panic!("{other:?}"),
     };
@@ -304,12 +328,11 @@ pub async fn rotate_invalidates_the_old_token(h: &SessionHarness) {
     let user = UserId::new();
     let (new, old) = login(user, TICK * 10, TICK * 100);
     let created = create(h, new).await;
-    let next = SessionToken::generate(user).unwrap();
+    let next = SessionToken::generate(user, old.idle_timeout()).unwrap();
     let rotated = h
         .store
         .touch(
-            user,
-            &old.hash(),
+            &old,
             Touch {
                 rotate_to: Some(next.hash()),
                 ..Touch::default()
@@ -335,8 +358,7 @@ pub async fn rotate_to_an_existing_token_is_a_duplicate(h: &SessionHarness) {
     let err = h
         .store
         .touch(
-            user,
-            &ta.hash(),
+            &ta,
             Touch {
                 rotate_to: Some(tb.hash()),
                 ..Touch::default()
@@ -411,10 +433,7 @@ pub async fn logout_race_never_writes_back(h: &SessionHarness) {
                 for n in 0..25 {
                     s.data.insert(format!("t{i}"), serde_json::json!(n));
                     let _ = store.update(&s).await.unwrap();
-                    let _ = store
-                        .touch(token.user_id(), &token.hash(), Touch::default())
-                        .await
-                        .unwrap();
+                    let _ = store.touch(&token, Touch::default()).await.unwrap();
                     tokio::task::yield_now().await;
                 }
             })
@@ -655,18 +674,14 @@ pub async fn ip_change_is_flagged(h: &SessionHarness) {
     };
     let same = h
         .store
-        .touch(user, &token.hash(), at("::ffff:192.0.2.10"))
+        .touch(&token, at("::ffff:192.0.2.10"))
         .await
         .unwrap();
     assert!(
         matches!(&same, TouchOutcome::Valid(s) if !s.ip_changed),
         "{same:?}"
     );
-    let moved = h
-        .store
-        .touch(user, &token.hash(), at("198.51.100.7"))
-        .await
-        .unwrap();
+    let moved = h.store.touch(&token, at("198.51.100.7")).await.unwrap();
     let TouchOutcome::Valid(moved) = moved else {
         panic!("{moved:?}")
     };
@@ -689,7 +704,7 @@ pub async fn device_binding_policies(h: &SessionHarness) {
     };
     let rejected = h
         .store
-        .touch(user, &token.hash(), with("fp-2", BindingPolicy::Reject))
+        .touch(&token, with("fp-2", BindingPolicy::Reject))
         .await
         .unwrap();
     assert!(
@@ -698,7 +713,7 @@ pub async fn device_binding_policies(h: &SessionHarness) {
     );
     let ok = h
         .store
-        .touch(user, &token.hash(), with("fp-1", BindingPolicy::Reject))
+        .touch(&token, with("fp-1", BindingPolicy::Reject))
         .await
         .unwrap();
     assert!(
@@ -707,7 +722,7 @@ pub async fn device_binding_policies(h: &SessionHarness) {
     );
     let ignored = h
         .store
-        .touch(user, &token.hash(), with("fp-2", BindingPolicy::Ignore))
+        .touch(&token, with("fp-2", BindingPolicy::Ignore))
         .await
         .unwrap();
     assert!(
@@ -716,7 +731,7 @@ pub async fn device_binding_policies(h: &SessionHarness) {
     );
     let flagged = h
         .store
-        .touch(user, &token.hash(), with("fp-2", BindingPolicy::Flag))
+        .touch(&token, with("fp-2", BindingPolicy::Flag))
         .await
         .unwrap();
     assert!(
@@ -735,8 +750,8 @@ fn refresh_request(
     fp: &str,
     grace: Duration,
 ) -> (RefreshRequest, RefreshToken, SessionToken) {
-    let next_refresh = RefreshToken::generate(user).unwrap();
-    let next_session = SessionToken::generate(user).unwrap();
+    let next_refresh = RefreshToken::generate(user, presented.idle_timeout()).unwrap();
+    let next_session = SessionToken::generate(user, presented.idle_timeout()).unwrap();
     let req = RefreshRequest {
         user,
         presented: presented.hash(),
@@ -751,7 +766,7 @@ fn refresh_request(
 async fn family(h: &SessionHarness, user: UserId) -> (Session, SessionToken, RefreshToken) {
     let (new, token) = login(user, TICK * 20, TICK * 100);
     let session = create(h, new).await;
-    let refresh = RefreshToken::generate(user).unwrap();
+    let refresh = RefreshToken::generate(user, session.idle_timeout).unwrap();
     assert!(
         h.store
             .start_family(user, session.id, &refresh.hash())
@@ -788,7 +803,12 @@ pub async fn refresh_rotates_and_reuse_revokes_the_family(h: &SessionHarness) {
     let (req, _, _) = refresh_request(user, &r2, "fp-1", Duration::ZERO);
     let out = h.store.refresh(req).await.unwrap();
     assert!(matches!(out, RefreshOutcome::Invalid), "{out:?}");
-    let (req, _, _) = refresh_request(user, &RefreshToken::generate(user).unwrap(), "x", TICK);
+    let (req, _, _) = refresh_request(
+        user,
+        &RefreshToken::generate(user, TICK).unwrap(),
+        "x",
+        TICK,
+    );
     assert!(matches!(
         h.store.refresh(req).await.unwrap(),
         RefreshOutcome::Invalid
@@ -895,7 +915,7 @@ pub async fn refresh_reuse_under_concurrency_revokes_the_family(h: &SessionHarne
 /// A family cannot start on a dead session, and dies with its session.
 pub async fn families_need_a_live_session(h: &SessionHarness) {
     let user = UserId::new();
-    let r = RefreshToken::generate(user).unwrap();
+    let r = RefreshToken::generate(user, TICK).unwrap();
     assert!(
         h.store
             .start_family(user, SessionId::new(), &r.hash())
@@ -927,7 +947,7 @@ pub async fn users_are_isolated(h: &SessionHarness) {
     create(h, nb).await;
     let cross = h
         .store
-        .touch(b, &ta.hash(), Touch::default())
+        .touch(&edit_token(&ta, Some(b), None), Touch::default())
         .await
         .unwrap();
     assert!(matches!(cross, TouchOutcome::Invalid), "{cross:?}");

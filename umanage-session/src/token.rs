@@ -1,12 +1,16 @@
 //! Bearer tokens and their stored hashes.
 //!
-//! A token is 48 bytes, written as 64 characters of base64url without padding: the 16-byte
-//! user id (it routes the lookup to the user's Redis hash tag, and is not secret) followed
-//! by 32 bytes (256 bits) from the operating system's CSPRNG. Stores keep only
-//! [`TokenHash`], the SHA-256 of the 48 bytes, so a leaked store yields no usable token.
-//! `Debug` of a token never shows it; [`TokenHash`] compares in constant time.
+//! A token is 54 bytes, written as 72 characters of base64url without padding: the 16-byte
+//! user id (it routes the lookup to the user's Redis hash tag), the session's idle timeout
+//! in milliseconds (6 bytes, big-endian: the Redis store slides the session with one native
+//! `GETEX … PX <idle>`, without reading the record first), then 32 bytes (256 bits) from
+//! the operating system's CSPRNG. Neither the user id nor the idle timeout is secret; both
+//! are covered by the hash, so a client that edits them holds a token that matches nothing.
+//! Stores keep only [`TokenHash`], the SHA-256 of the 54 bytes, so a leaked store yields no
+//! usable token. `Debug` of a token never shows it; [`TokenHash`] compares in constant time.
 
 use std::fmt;
+use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -19,9 +23,12 @@ use crate::error::{Error, Result};
 
 /// Bytes of secret randomness in every token (256 bits).
 pub const TOKEN_SECRET_BYTES: usize = 32;
-const TOKEN_BYTES: usize = 16 + TOKEN_SECRET_BYTES;
+const IDLE_BYTES: usize = 6;
+const TOKEN_BYTES: usize = 16 + IDLE_BYTES + TOKEN_SECRET_BYTES;
 /// Length of a token's text form.
-pub const TOKEN_TEXT_LEN: usize = 64;
+pub const TOKEN_TEXT_LEN: usize = 72;
+/// Longest idle timeout a token can carry (2^48 - 1 ms, about 8 900 years).
+const MAX_IDLE_MS: u64 = (1 << 48) - 1;
 
 /// The SHA-256 of a token: what stores keep instead of the token.
 ///
@@ -87,95 +94,119 @@ impl fmt::Debug for TokenHash {
     }
 }
 
-/// 48 token bytes: user id then secret.
-#[derive(Clone)]
-struct RawToken {
-    bytes: [u8; TOKEN_BYTES],
-    text: String,
+/// 54 token bytes: user id, idle timeout, secret.
+type TokenBytes = [u8; TOKEN_BYTES];
+
+fn generate_bytes(user: UserId, idle: Duration) -> Result<TokenBytes> {
+    let mut bytes = [0_u8; TOKEN_BYTES];
+    bytes[..16].copy_from_slice(user.as_uuid().as_bytes());
+    let idle_ms = u64::try_from(idle.as_millis())
+        .unwrap_or(MAX_IDLE_MS)
+        .min(MAX_IDLE_MS);
+    bytes[16..16 + IDLE_BYTES].copy_from_slice(&idle_ms.to_be_bytes()[8 - IDLE_BYTES..]);
+    rand::rngs::OsRng
+        .try_fill_bytes(&mut bytes[16 + IDLE_BYTES..])
+        .map_err(|e| Error::Rng(e.to_string()))?;
+    Ok(bytes)
 }
 
-impl RawToken {
-    fn generate(user: UserId) -> Result<Self> {
-        let mut bytes = [0_u8; TOKEN_BYTES];
-        bytes[..16].copy_from_slice(user.as_uuid().as_bytes());
-        rand::rngs::OsRng
-            .try_fill_bytes(&mut bytes[16..])
-            .map_err(|e| Error::Rng(e.to_string()))?;
-        let text = URL_SAFE_NO_PAD.encode(bytes);
-        Ok(Self { bytes, text })
+fn parse_bytes(text: &str, kind: &'static str) -> Result<TokenBytes> {
+    let bad = || Error::MalformedToken { kind };
+    if text.len() != TOKEN_TEXT_LEN {
+        return Err(bad());
     }
+    let mut bytes = [0_u8; TOKEN_BYTES];
+    let n = URL_SAFE_NO_PAD
+        .decode_slice(text.as_bytes(), &mut bytes)
+        .map_err(|_| bad())?;
+    if n != TOKEN_BYTES {
+        return Err(bad());
+    }
+    Ok(bytes)
+}
 
-    fn parse(text: &str, kind: &'static str) -> Result<Self> {
-        let bad = || Error::MalformedToken { kind };
-        if text.len() != TOKEN_TEXT_LEN {
-            return Err(bad());
-        }
-        let mut bytes = [0_u8; TOKEN_BYTES];
-        let n = URL_SAFE_NO_PAD
-            .decode_slice(text.as_bytes(), &mut bytes)
-            .map_err(|_| bad())?;
-        if n != TOKEN_BYTES {
-            return Err(bad());
-        }
-        Ok(Self {
-            bytes,
-            text: text.to_owned(),
-        })
-    }
-
-    fn user_id(&self) -> UserId {
-        let mut id = [0_u8; 16];
-        id.copy_from_slice(&self.bytes[..16]);
-        UserId::from_uuid(uuid::Uuid::from_bytes(id))
-    }
-
-    fn hash(&self, domain: &[u8]) -> TokenHash {
-        let mut h = Sha256::new();
-        h.update(domain);
-        h.update(self.bytes);
-        TokenHash(h.finalize().into())
-    }
+/// What a token's bytes say: user, idle timeout (ms) and the domain-separated hash.
+fn decode_bytes(bytes: &TokenBytes, domain: &[u8]) -> (UserId, u64, TokenHash) {
+    let mut id = [0_u8; 16];
+    id.copy_from_slice(&bytes[..16]);
+    let mut ms = [0_u8; 8];
+    ms[8 - IDLE_BYTES..].copy_from_slice(&bytes[16..16 + IDLE_BYTES]);
+    let mut h = Sha256::new();
+    h.update(domain);
+    h.update(bytes);
+    (
+        UserId::from_uuid(uuid::Uuid::from_bytes(id)),
+        u64::from_be_bytes(ms),
+        TokenHash(h.finalize().into()),
+    )
 }
 
 macro_rules! token_type {
     ($(#[$doc:meta])* $name:ident, $kind:literal, $domain:literal) => {
         $(#[$doc])*
         #[derive(Clone)]
-        pub struct $name(RawToken);
+        pub struct $name {
+            /// The base64url text (the bytes, encoded; compared in constant time).
+            text: String,
+            user: UserId,
+            idle_ms: u64,
+            /// Computed once: every store call needs it.
+            hash: TokenHash,
+        }
 
         impl $name {
-            /// A fresh token for `user`: 256 bits from the OS CSPRNG.
+            /// A fresh token for `user` of a session whose idle timeout is `idle`
+            /// (carried in the token, milliseconds, at most about 8 900 years): 256 bits
+            /// from the OS CSPRNG.
             ///
             /// # Errors
             ///
             /// [`Error::Rng`] when the OS random source fails.
-            pub fn generate(user: UserId) -> Result<Self> {
-                RawToken::generate(user).map(Self)
+            pub fn generate(user: UserId, idle: Duration) -> Result<Self> {
+                let bytes = generate_bytes(user, idle)?;
+                Ok(Self::from_bytes(&bytes, URL_SAFE_NO_PAD.encode(bytes)))
+            }
+
+            fn from_bytes(bytes: &TokenBytes, text: String) -> Self {
+                let (user, idle_ms, hash) = decode_bytes(bytes, $domain);
+                Self {
+                    text,
+                    user,
+                    idle_ms,
+                    hash,
+                }
             }
 
             /// Parses a token presented by a client.
             ///
             /// # Errors
             ///
-            /// [`Error::MalformedToken`] when the text is not 64 base64url characters.
+            /// [`Error::MalformedToken`] when the text is not 72 base64url characters.
             pub fn parse(text: &str) -> Result<Self> {
-                RawToken::parse(text.trim(), $kind).map(Self)
+                let text = text.trim();
+                let bytes = parse_bytes(text, $kind)?;
+                Ok(Self::from_bytes(&bytes, text.to_owned()))
             }
 
             /// The text to hand to the client (cookie value, `Authorization: Bearer`).
             /// Never log it.
             pub fn expose(&self) -> &str {
-                &self.0.text
+                &self.text
             }
 
             /// The user the token was issued to (not secret: it routes the lookup).
             pub fn user_id(&self) -> UserId {
-                self.0.user_id()
+                self.user
+            }
+
+            /// The idle timeout of the session the token was issued for (not secret).
+            pub fn idle_timeout(&self) -> Duration {
+                Duration::from_millis(self.idle_ms)
             }
 
             /// The SHA-256 the store keeps (domain-separated per token kind).
             pub fn hash(&self) -> TokenHash {
-                self.0.hash($domain)
+                self.hash
             }
         }
 
@@ -187,7 +218,7 @@ macro_rules! token_type {
 
         impl PartialEq for $name {
             fn eq(&self, other: &Self) -> bool {
-                self.0.bytes.ct_eq(&other.0.bytes).into()
+                self.text.as_bytes().ct_eq(other.text.as_bytes()).into()
             }
         }
 
@@ -206,15 +237,17 @@ token_type!(
     /// The bearer credential of a session (cookie or `Authorization: Bearer`).
     ///
     /// ```
+    /// use std::time::Duration;
     /// use umanage_core::UserId;
     /// use umanage_session::SessionToken;
     ///
     /// let user = UserId::new();
-    /// let token = SessionToken::generate(user).unwrap();
-    /// assert_eq!(token.expose().len(), 64);
+    /// let token = SessionToken::generate(user, Duration::from_secs(1800)).unwrap();
+    /// assert_eq!(token.expose().len(), 72);
     /// assert_eq!(format!("{token:?}"), "SessionToken(***)");
     /// let back: SessionToken = token.expose().parse().unwrap();
     /// assert_eq!(back.user_id(), user);
+    /// assert_eq!(back.idle_timeout(), Duration::from_secs(1800));
     /// assert_eq!(back.hash(), token.hash());
     /// ```
     SessionToken,
@@ -224,7 +257,8 @@ token_type!(
 
 token_type!(
     /// A refresh token: one member of a refresh-token family. Each use issues the next one;
-    /// presenting a used one again revokes the family.
+    /// presenting a used one again revokes the family. It carries the idle timeout of its
+    /// session, which the session tokens a refresh issues carry on.
     RefreshToken,
     "refresh",
     b"umanage-refresh/v1\0"
@@ -234,11 +268,13 @@ token_type!(
 mod tests {
     use super::*;
 
+    const IDLE: Duration = Duration::from_secs(1800);
+
     #[test]
     fn tokens_are_random_url_safe_and_redacted() {
         let user = UserId::new();
-        let a = SessionToken::generate(user).unwrap();
-        let b = SessionToken::generate(user).unwrap();
+        let a = SessionToken::generate(user, IDLE).unwrap();
+        let b = SessionToken::generate(user, IDLE).unwrap();
         assert_ne!(a.expose(), b.expose());
         assert_ne!(a.hash(), b.hash());
         assert!(
@@ -252,24 +288,51 @@ mod tests {
     }
 
     #[test]
+    fn the_idle_timeout_round_trips_and_is_covered_by_the_hash() {
+        let user = UserId::new();
+        for idle in [
+            Duration::ZERO,
+            Duration::from_millis(1),
+            Duration::from_millis(300),
+            IDLE,
+            Duration::from_secs(400 * 86_400),
+        ] {
+            let t = SessionToken::generate(user, idle).unwrap();
+            let back = SessionToken::parse(t.expose()).unwrap();
+            assert_eq!(back.idle_timeout(), idle);
+            assert_eq!(back.user_id(), user);
+        }
+        let huge = SessionToken::generate(user, Duration::MAX).unwrap();
+        assert_eq!(huge.idle_timeout(), Duration::from_millis(MAX_IDLE_MS));
+        // Editing the idle bytes gives another hash: the edited token matches nothing.
+        let t = SessionToken::generate(user, IDLE).unwrap();
+        let mut raw = URL_SAFE_NO_PAD.decode(t.expose()).unwrap();
+        raw[21] ^= 1;
+        let edited = SessionToken::parse(&URL_SAFE_NO_PAD.encode(raw)).unwrap();
+        assert_ne!(edited.idle_timeout(), t.idle_timeout());
+        assert_ne!(edited.hash(), t.hash());
+    }
+
+    #[test]
     fn kinds_hash_differently() {
         let user = UserId::new();
-        let s = SessionToken::generate(user).unwrap();
+        let s = SessionToken::generate(user, IDLE).unwrap();
         let r = RefreshToken::parse(s.expose()).unwrap();
         assert_ne!(s.hash(), r.hash());
     }
 
     #[test]
     fn malformed_tokens_are_typed_errors() {
-        let good = SessionToken::generate(UserId::new()).unwrap();
+        let good = SessionToken::generate(UserId::new(), IDLE).unwrap();
         let mut plus = good.expose().to_owned();
         plus.replace_range(0..1, "+");
         for bad in [
             "",
             "abc",
             &plus,
-            &"A".repeat(65),
-            &format!("{}=", &good.expose()[..63]),
+            &"A".repeat(73),
+            &format!("{}=", &good.expose()[..71]),
+            &good.expose()[..64],
         ] {
             let err = SessionToken::parse(bad).unwrap_err();
             assert!(

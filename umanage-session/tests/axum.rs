@@ -97,7 +97,8 @@ async fn missing_and_bad_tokens_are_401_problem_json() {
     let auth = memory_auth(BindingPolicy::Reject);
     let token = login(auth.manager()).await;
     let app = app(auth);
-    let unknown = SessionToken::generate(UserId::new()).unwrap();
+    let unknown =
+        SessionToken::generate(UserId::new(), std::time::Duration::from_secs(60)).unwrap();
     let cases = [
         get_me().body(Body::empty()).unwrap(),
         get_me()
@@ -132,7 +133,7 @@ async fn missing_and_bad_tokens_are_401_problem_json() {
 
 #[test]
 fn cookies_are_secure_by_default_and_configurable() {
-    let token = SessionToken::generate(UserId::new()).unwrap();
+    let token = SessionToken::generate(UserId::new(), std::time::Duration::from_secs(60)).unwrap();
     let v = CookieConfig::default().set_cookie(&token, None).unwrap();
     let v = v.to_str().unwrap();
     assert!(v.starts_with(&format!("umanage_session={}", token.expose())));

@@ -16,7 +16,7 @@ use super::{
 use crate::error::{Error, Result};
 use crate::model::{FamilyId, Session, SessionId};
 use crate::store::BindingPolicy;
-use crate::token::TokenHash;
+use crate::token::{SessionToken, TokenHash};
 
 /// Full sweeps of abandoned users happen every this many operations.
 const SWEEP_EVERY: u64 = 4096;
@@ -267,10 +267,11 @@ impl SessionStore for MemorySessionStore {
         })
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(user = %user))]
-    async fn touch(&self, user: UserId, token: &TokenHash, touch: Touch) -> Result<TouchOutcome> {
-        self.with_user(user, |u, now| {
-            let Some(&id) = u.tokens.get(token) else {
+    #[tracing::instrument(level = "debug", skip_all, fields(user = %token.user_id()))]
+    async fn touch(&self, token: &SessionToken, touch: Touch) -> Result<TouchOutcome> {
+        let hash = token.hash();
+        self.with_user(token.user_id(), |u, now| {
+            let Some(&id) = u.tokens.get(&hash) else {
                 return Ok(TouchOutcome::Invalid);
             };
             if let Some(next) = &touch.rotate_to
@@ -281,6 +282,9 @@ impl SessionStore for MemorySessionStore {
             let Some(rec) = u.sessions.get_mut(&id) else {
                 return Ok(TouchOutcome::Invalid);
             };
+            if rec.session.idle_timeout.as_millis() != token.idle_timeout().as_millis() {
+                return Ok(TouchOutcome::Invalid);
+            }
             let mismatch = matches!(
                 (&rec.session.fingerprint, &touch.fingerprint),
                 (Some(a), Some(b)) if a != b
@@ -473,7 +477,6 @@ impl SessionStore for MemorySessionStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::token::SessionToken;
     use umanage_core::ManualClock;
 
     #[tokio::test]
@@ -482,7 +485,7 @@ mod tests {
         let store = MemorySessionStore::with_clock(clock.shared());
         for _ in 0..50 {
             let user = UserId::new();
-            let token = SessionToken::generate(user).unwrap();
+            let token = SessionToken::generate(user, Duration::from_secs(60)).unwrap();
             let new = NewSession {
                 session: Session::new(user, "u"),
                 token: token.hash(),
@@ -499,11 +502,8 @@ mod tests {
         assert_eq!(store.users_held(), 0, "expired users kept");
         // A lookup for an unknown user leaves nothing behind either.
         let stranger = UserId::new();
-        let token = SessionToken::generate(stranger).unwrap();
-        let out = store
-            .touch(stranger, &token.hash(), Touch::default())
-            .await
-            .unwrap();
+        let token = SessionToken::generate(stranger, Duration::from_secs(60)).unwrap();
+        let out = store.touch(&token, Touch::default()).await.unwrap();
         assert!(matches!(out, TouchOutcome::Invalid));
         assert_eq!(store.users_held(), 0);
     }

@@ -1,33 +1,49 @@
-//! Redis [`SessionStore`]: every operation is one Lua script, one round trip.
+//! Redis [`SessionStore`]: validation is two native commands in one pipeline (no Lua);
+//! everything else is one Lua script. Every operation is one round trip.
 //!
 //! # Keys
 //!
-//! All keys of one user share the hash tag `{<user-id>}`, so every script touches one
-//! Redis Cluster slot. `KEYS[1]` is the user's base `<prefix>:sess:{<user-id>}:`; the
-//! scripts derive the rest from it (always inside that hash tag):
+//! All keys of one user share the hash tag `{<user-id>}`, so every operation touches one
+//! Redis Cluster slot. `KEYS[1]` of the scripts is the user's base
+//! `<prefix>:sess:{<user-id>}:`; the rest is derived from it (always inside that tag).
+//! `<th>` is the lower-case hex SHA-256 of the session token.
 //!
 //! | key | type | holds | expires |
 //! | --- | --- | --- | --- |
-//! | `…s:<session-id>` | hash | the record (`body` = encoded session, deadlines, epoch, flags) | at `hx`, shortly after the idle deadline |
-//! | `…t:<sha256-hex>` | string | token hash → session id | with the record |
-//! | `…idx` | sorted set | session ids scored by their `hx` | at the latest member's `hx` |
+//! | `…t:<th>` | string | the record: a header (`1|sid|version|epoch|created|absolute deadline|idle ms|ip changed|device mismatch|login ip|last ip|fingerprint hex|`) and the encoded session | at the idle deadline (`PX <idle>` at every validation) |
+//! | `…a:<th>` | string | `1`: the session is within its absolute lifetime | at the absolute deadline |
+//! | `…idx` | sorted set | session ids scored by their absolute deadline | at the latest member's deadline |
+//! | `…map` | hash | session id → `<th>` (listing and revoking by id) | with `…idx` |
 //! | `…epoch` | string | the user's credential epoch | when no session it could govern can live |
 //! | `…f:<family-id>` | hash | refresh family: current and previous token hash, grace | at the session's absolute deadline |
 //! | `…rt:<sha256-hex>` | string | refresh token hash → family id | with the family |
 //!
-//! # Time
+//! # Validation without Lua
 //!
-//! Deadlines are milliseconds of the Redis server's clock (`TIME` inside each script), so
-//! any number of app instances agree whatever their own clocks say. The scripts check the
-//! deadlines themselves (the record's `iexp` and `aexp`), so a record Redis has not evicted
-//! yet is never returned. Key TTLs (`PEXPIREAT`) are only the clean-up: they are set to
-//! `hx = min(iexp + min(idle / 8, 60 s), aexp)`, and a validation moves them only once the
-//! new idle deadline passes `hx`, so the common validation writes two hash fields and
-//! nothing else. A dead session's keys therefore linger at most `min(idle / 8, 60 s)`
-//! past its idle deadline, never past its absolute one.
+//! [`touch`](SessionStore::touch) sends `GETEX …t:<th> PX <idle>` and `MGET …a:<th> …epoch`
+//! as one pipeline (the idle timeout comes from the token, see
+//! [`SessionToken`](crate::SessionToken)). The deadlines are Redis's own key expiry, on the
+//! server's clock:
 //!
-//! Token hashes are compared inside Lua with `==`, which is not constant-time; what is
-//! compared are SHA-256 digests of 256-bit secrets, so timing reveals nothing usable.
+//! * past the idle deadline the record key is gone, so `GETEX` returns nothing and sets
+//!   nothing: an expired session is never revived;
+//! * past the absolute deadline the `a:` key is gone, so the session is not returned even
+//!   though its record may linger (at most one idle timeout); it is deleted on the spot;
+//! * a session whose epoch is older than the user's is not returned (and is deleted).
+//!
+//! Native commands cost a Lua script's fixed overhead several times less on redis-server
+//! (see the crate README's benchmarks). The commands of the pipeline are not one atomic
+//! step, and need not be: `GETEX` only ever extends a key that exists, revocation and
+//! rotation delete or rename that key (so a validation racing them either ran first or
+//! finds nothing), and a validation that has to write (a first IP change, a device
+//! mismatch to flag, a rotation, or [`BindingPolicy::Reject`] with a fingerprint, which must
+//! not slide a rejected request) runs the `session_touch` script instead, atomically.
+//! The `last_activity` of a session returned by the pipeline is the host's clock (the
+//! deadlines were enforced by Redis); scripts report the server's `TIME`, and
+//! [`list`](SessionStore::list) derives it from the record's expiry.
+//!
+//! Token hashes are looked up as key names, not compared; what is looked up is the
+//! SHA-256 of a 256-bit secret, so timing reveals nothing usable.
 
 use std::net::IpAddr;
 use std::sync::{Arc, LazyLock};
@@ -46,13 +62,13 @@ use super::{
 use crate::codec::{JsonSerializer, SessionSerializer, SharedSerializer};
 use crate::error::{Error, Result};
 use crate::model::{FamilyId, Session, SessionId};
-use crate::token::TokenHash;
+use crate::token::{SessionToken, TokenHash};
 
-/// Longest duration handed to a script (100 years): keeps every deadline an integer Lua
+/// Longest duration handed to Redis (100 years): keeps every deadline an integer Lua
 /// prints exactly.
 const MAX_MS: i64 = 100 * 365 * 24 * 3600 * 1000;
 
-/// Milliseconds of a duration handed to a script: at least 1 (a zero TTL would mean
+/// Milliseconds of a duration handed to Redis: at least 1 (a zero TTL would mean
 /// "expired already"), at most [`MAX_MS`].
 fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis())
@@ -62,79 +78,80 @@ fn ms(d: Duration) -> i64 {
 
 const COMMON: &str = r"
 local base = KEYS[1]
-local idx = base .. 'idx'
+local idx, map = base .. 'idx', base .. 'map'
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-local function cur_epoch()
-  return tonumber(redis.call('GET', base .. 'epoch') or '0')
+local function cur_epoch() return redis.call('GET', base .. 'epoch') or '0' end
+local function tkey(th) return base .. 't:' .. th end
+local function akey(th) return base .. 'a:' .. th end
+local PAT = '^1|([^|]*)|(%d+)|(%d+)|(%d+)|(%d+)|(%d+)|([01])|([01])|([^|]*)|([^|]*)|([^|]*)|()'
+local function parse(raw)
+  if not raw then return nil end
+  local sid, ver, ep, ca, aexp, idle, ipc, dm, ip, lip, fp, at = string.match(raw, PAT)
+  if not sid then return nil end
+  return {raw = raw, sid = sid, ver = ver, ep = ep, ca = ca, aexp = aexp, idle = idle,
+    ipc = ipc, dm = dm, ip = ip, lip = lip, fp = fp, body = string.sub(raw, at)}
 end
-local function skey(sid) return base .. 's:' .. sid end
+local function build(r)
+  return table.concat({'1', r.sid, r.ver, r.ep, r.ca, r.aexp, r.idle, r.ipc, r.dm, r.ip,
+    r.lip, r.fp, r.body}, '|')
+end
 local function kill(sid)
-  local k = skey(sid)
-  local th = redis.call('HGET', k, 'th')
-  if th then redis.call('DEL', base .. 't:' .. th) end
-  redis.call('DEL', k)
+  local th = redis.call('HGET', map, sid)
+  if th then redis.call('DEL', tkey(th), akey(th)) end
+  redis.call('HDEL', map, sid)
   redis.call('ZREM', idx, sid)
+end
+-- The record under `th`, if it is live (within both deadlines, current epoch).
+local function load(th, ep)
+  local rec = parse(redis.call('GET', tkey(th)))
+  if rec and rec.ep == ep and redis.call('EXISTS', akey(th)) == 1 then return rec end
+  return nil
+end
+-- The live record of session `sid` and its token hash, or nil.
+local function live_of(sid, ep)
+  local th = redis.call('HGET', map, sid)
+  if not th then return nil end
+  local rec = load(th, ep)
+  if rec and rec.sid == sid then return rec, th end
+  return nil
 end
 local function fit_index()
   local top = redis.call('ZRANGE', idx, -1, -1, 'WITHSCORES')
-  if top[2] then redis.call('PEXPIREAT', idx, top[2]) end
-end
--- The keys of a session (record, token pointer, index member) expire at `hx`, a little
--- after the idle deadline `iexp` (never after the absolute one), so most validations only
--- rewrite fields: the TTLs move again once `iexp` passes `hx`.
-local function hint(iexp, idle, aexp)
-  return math.min(iexp + math.min(math.floor(idle / 8), 60000), aexp)
-end
-local function extend(sid, tk, hx, now)
-  redis.call('PEXPIREAT', skey(sid), hx)
-  redis.call('PEXPIREAT', tk, hx)
-  redis.call('ZADD', idx, hx, sid)
-  if redis.call('PTTL', idx) < hx - now then redis.call('PEXPIREAT', idx, hx) end
+  if top[2] then
+    redis.call('PEXPIREAT', idx, top[2])
+    redis.call('PEXPIREAT', map, top[2])
+  end
 end
 ";
 
-/// Helpers of the scripts that read or list many sessions (not needed by the hot `TOUCH`).
+/// Helpers of the scripts that read or list many sessions.
 const MORE: &str = r"
-local function is_live(sid, now, ep)
-  local f = redis.call('HMGET', skey(sid), 'iexp', 'aexp', 'ep')
-  if not f[1] then return false end
-  return now < tonumber(f[1]) and now < tonumber(f[2]) and tonumber(f[3]) >= ep
+-- When the session was last validated: its record expires one idle timeout after that.
+local function last_active(th, rec)
+  return redis.call('PEXPIRETIME', tkey(th)) - tonumber(rec.idle)
 end
 local function prune(now, ep)
   for _, sid in ipairs(redis.call('ZRANGEBYSCORE', idx, '-inf', now)) do kill(sid) end
   local live = {}
   for _, sid in ipairs(redis.call('ZRANGE', idx, 0, -1)) do
-    if is_live(sid, now, ep) then table.insert(live, sid) else kill(sid) end
+    local rec, th = live_of(sid, ep)
+    if rec then table.insert(live, {sid, th, rec}) else kill(sid) end
   end
   return live
 end
-local function view(sid)
-  local f = redis.call('HMGET', skey(sid), 'body', 'ca', 'la', 'iexp', 'aexp', 'ep', 'idle',
-    'ipc', 'dm', 'lip', 'ver')
-  return {sid, f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9], f[10], f[11]}
-end
-local function slide(sid, tk, now)
-  local k = skey(sid)
-  local s = redis.call('HMGET', k, 'idle', 'aexp')
-  local idle, aexp = tonumber(s[1]), tonumber(s[2])
-  local iexp = math.min(now + idle, aexp)
-  local hx = hint(iexp, idle, aexp)
-  redis.call('HSET', k, 'iexp', iexp, 'la', now, 'hx', hx)
-  extend(sid, tk, hx, now)
-end
 ";
 
-/// ARGV: sid, token hash, body, idle ms, lifetime ms, limit (0 = none), policy, ip, fp.
+/// ARGV: sid, token hash, body, idle ms, lifetime ms, limit (0 = none), policy, ip, fp hex.
 /// Returns {1, view, evicted}, {0, active} (limit reached) or {-1} (duplicate).
 const CREATE: &str = r"
 local sid, th = ARGV[1], ARGV[2]
 local idle, life, limit = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local now = now_ms()
 local ep = cur_epoch()
-if redis.call('EXISTS', base .. 't:' .. th) == 1 or redis.call('EXISTS', skey(sid)) == 1 then
+if redis.call('EXISTS', tkey(th)) == 1 or redis.call('HEXISTS', map, sid) == 1 then
   return {-1}
 end
 local evicted = {}
@@ -145,132 +162,90 @@ if limit > 0 then
       fit_index()
       return {0, #live}
     end
-    local rows = {}
-    for _, id in ipairs(live) do
-      table.insert(rows, {id, tonumber(redis.call('HGET', skey(id), 'ca'))})
-    end
-    table.sort(rows, function(a, b)
-      if a[2] == b[2] then return a[1] < b[1] end
-      return a[2] < b[2]
+    table.sort(live, function(a, b)
+      local x, y = tonumber(a[3].ca), tonumber(b[3].ca)
+      if x == y then return a[1] < b[1] end
+      return x < y
     end)
-    for i = 1, #rows - limit + 1 do
-      kill(rows[i][1])
-      table.insert(evicted, rows[i][1])
+    for i = 1, #live - limit + 1 do
+      kill(live[i][1])
+      table.insert(evicted, live[i][1])
     end
   end
 else
   for _, id in ipairs(redis.call('ZRANGEBYSCORE', idx, '-inf', now)) do kill(id) end
 end
 local aexp = now + life
-local iexp = math.min(now + idle, aexp)
-local hx = hint(iexp, idle, aexp)
-local k = skey(sid)
-local tk = base .. 't:' .. th
-redis.call('HSET', k, 'th', th, 'body', ARGV[3], 'idle', idle, 'iexp', iexp, 'aexp', aexp,
-  'ep', ep, 'ca', now, 'la', now, 'ip', ARGV[8], 'fp', ARGV[9], 'lip', ARGV[8], 'ipc', 0,
-  'dm', 0, 'ver', 1, 'hx', hx)
-redis.call('SET', tk, sid)
-extend(sid, tk, hx, now)
+local raw = build({sid = sid, ver = '1', ep = ep, ca = string.format('%d', now),
+  aexp = string.format('%d', aexp), idle = ARGV[4], ipc = '0', dm = '0', ip = ARGV[8],
+  lip = ARGV[8], fp = ARGV[9], body = ARGV[3]})
+redis.call('SET', tkey(th), raw, 'PX', idle)
+-- Redis keeps a key through its expiry millisecond; the session ends before `aexp`.
+redis.call('SET', akey(th), '1', 'PXAT', aexp - 1)
+redis.call('ZADD', idx, aexp, sid)
+redis.call('HSET', map, sid, th)
 fit_index()
 -- Sessions created under this epoch must not outlive the epoch key, or a later bump
 -- would restart at 1 below their epoch and miss them.
 local ek = base .. 'epoch'
 local pt = redis.call('PTTL', ek)
 if pt >= 0 and now + pt < aexp then redis.call('PEXPIREAT', ek, aexp) end
-return {1, view(sid), evicted}
+return {1, {raw, now}, evicted}
 ";
 
-/// ARGV: token hash, ip, fp, binding (0 ignore, 1 flag, 2 reject), new token hash or ''.
+/// ARGV: token hash, ip, fp hex, binding (0 ignore, 1 flag, 2 reject), new token hash or
+/// '', idle ms (the token's).
 /// Returns {1, view}, {0} (invalid), {2, sid} (device mismatch) or {-1} (duplicate).
 ///
-/// The hot path of every request, so it has its own short prelude (no helper closures to
-/// build on each call) and does as little Lua as it can: GET, HMGET, TIME, GET epoch and
-/// one HSET; the times it writes and returns stay strings where they can (Lua formats
-/// numbers with `snprintf`), the epoch is compared as a string (a session's epoch is never
-/// above the user's, so "not older" is "equal"), and the key TTLs move only when the new
-/// idle deadline passes `hx` (see `COMMON`). Measured with callgrind on redis-server
-/// 7.0: about 114k instructions per call, against 173k before.
+/// The validation's write path (the pipeline in `touch` handles the rest): flags, last
+/// IP and rotation, atomically.
 const TOUCH: &str = r"
-local base = KEYS[1]
 local th = ARGV[1]
-local tk = base .. 't:' .. th
-local sid = redis.call('GET', tk)
-if not sid then return {0} end
-local k = base .. 's:' .. sid
-local f = redis.call('HMGET', k, 'th', 'iexp', 'aexp', 'ep', 'ip', 'fp', 'ipc', 'dm', 'lip',
-  'idle', 'body', 'ca', 'ver', 'hx')
-if f[1] ~= th then return {0} end
-local t = redis.call('TIME')
-local now_s = t[1] .. string.sub('00000' .. t[2], -6, -4)
-local now = tonumber(now_s)
-local aexp = tonumber(f[3])
-if not (now < tonumber(f[2]) and now < aexp
-    and f[4] == (redis.call('GET', base .. 'epoch') or '0')) then
-  redis.call('DEL', k, tk)
-  redis.call('ZREM', base .. 'idx', sid)
-  local top = redis.call('ZRANGE', base .. 'idx', -1, -1, 'WITHSCORES')
-  if top[2] then redis.call('PEXPIREAT', base .. 'idx', top[2]) end
+local tk, ak = tkey(th), akey(th)
+local rec = parse(redis.call('GET', tk))
+if not rec then return {0} end
+if rec.ep ~= cur_epoch() or redis.call('EXISTS', ak) == 0 then
+  if redis.call('HGET', map, rec.sid) == th then kill(rec.sid) else redis.call('DEL', tk, ak) end
+  fit_index()
   return {0}
 end
-local dm = f[8]
-if ARGV[3] ~= '' and f[6] ~= '' and ARGV[3] ~= f[6] then
-  if ARGV[4] == '2' then return {2, sid} end
-  if ARGV[4] == '1' then dm = '1' end
+if rec.idle ~= ARGV[6] then return {0} end
+if ARGV[3] ~= '' and rec.fp ~= '' and ARGV[3] ~= rec.fp then
+  if ARGV[4] == '2' then return {2, rec.sid} end
+  if ARGV[4] == '1' then rec.dm = '1' end
 end
-local idle = tonumber(f[10])
-local iexp = math.min(now + idle, aexp)
-local hx = tonumber(f[14]) or 0
-local ipc, lip = f[7], f[9]
+if ARGV[5] ~= '' and redis.call('EXISTS', tkey(ARGV[5])) == 1 then return {-1} end
 if ARGV[2] ~= '' then
-  if f[5] ~= '' and f[5] ~= ARGV[2] then ipc = '1' end
-  lip = ARGV[2]
+  if rec.ip ~= '' and rec.ip ~= ARGV[2] then rec.ipc = '1' end
+  rec.lip = ARGV[2]
 end
-local view = {sid, f[11], f[12], now_s, iexp, f[3], f[4], f[10], ipc, dm, lip, f[13]}
-if ipc == f[7] and dm == f[8] and lip == f[9] and ARGV[5] == '' and iexp <= hx then
-  redis.call('HSET', k, 'iexp', iexp, 'la', now_s)
-  return {1, view}
-end
-local sets = {'iexp', iexp, 'la', now_s, 'ipc', ipc, 'dm', dm, 'lip', lip}
+local raw = build(rec)
+if raw ~= rec.raw then redis.call('SET', tk, raw, 'KEEPTTL') end
 if ARGV[5] ~= '' then
-  local ntk = base .. 't:' .. ARGV[5]
-  if redis.call('EXISTS', ntk) == 1 then return {-1} end
-  redis.call('DEL', tk)
+  local ntk = tkey(ARGV[5])
+  redis.call('RENAME', tk, ntk)
+  redis.call('RENAME', ak, akey(ARGV[5]))
+  redis.call('HSET', map, rec.sid, ARGV[5])
   tk = ntk
-  redis.call('SET', tk, sid)
-  sets[#sets + 1] = 'th'
-  sets[#sets + 1] = ARGV[5]
-  if iexp <= hx then redis.call('PEXPIREAT', tk, hx) end
 end
-if iexp > hx then
-  -- The keys expire a little after the idle deadline (never after the absolute one).
-  hx = math.min(iexp + math.min(math.floor(idle / 8), 60000), aexp)
-  sets[#sets + 1] = 'hx'
-  sets[#sets + 1] = hx
-  redis.call('PEXPIREAT', k, hx)
-  redis.call('PEXPIREAT', tk, hx)
-  redis.call('ZADD', base .. 'idx', hx, sid)
-  if redis.call('PTTL', base .. 'idx') < hx - now then
-    redis.call('PEXPIREAT', base .. 'idx', hx)
-  end
-end
-redis.call('HSET', k, unpack(sets))
-return {1, view}
+redis.call('PEXPIRE', tk, rec.idle)
+return {1, {raw, now_ms()}}
 ";
 
-/// ARGV: sid, expected version, body, ip, fp. Returns {1, version}, {0} or {2, current}.
+/// ARGV: sid, expected version, body, ip, fp hex. Returns {1, version}, {0} or {2, current}.
 const UPDATE: &str = r"
 local sid = ARGV[1]
-local k = skey(sid)
-local now = now_ms()
-if not is_live(sid, now, cur_epoch()) then
+local rec, th = live_of(sid, cur_epoch())
+if not rec then
   kill(sid)
   fit_index()
   return {0}
 end
-local ver = tonumber(redis.call('HGET', k, 'ver'))
-if ver ~= tonumber(ARGV[2]) then return {2, ver} end
-redis.call('HSET', k, 'body', ARGV[3], 'ver', ver + 1, 'ip', ARGV[4], 'fp', ARGV[5])
-return {1, ver + 1}
+if rec.ver ~= ARGV[2] then return {2, tonumber(rec.ver)} end
+rec.ver = string.format('%d', tonumber(rec.ver) + 1)
+rec.body, rec.ip, rec.fp = ARGV[3], ARGV[4], ARGV[5]
+redis.call('SET', tkey(th), build(rec), 'KEEPTTL')
+return {1, tonumber(rec.ver)}
 ";
 
 /// Returns the views of the live sessions; prunes the rest.
@@ -278,14 +253,14 @@ const LIST: &str = r"
 local live = prune(now_ms(), cur_epoch())
 fit_index()
 local out = {}
-for _, sid in ipairs(live) do table.insert(out, view(sid)) end
+for _, e in ipairs(live) do table.insert(out, {e[3].raw, last_active(e[2], e[3])}) end
 return out
 ";
 
 /// ARGV: sid. Returns 1 when a live session was revoked.
 const REVOKE: &str = r"
 local sid = ARGV[1]
-local was = is_live(sid, now_ms(), cur_epoch())
+local was = live_of(sid, cur_epoch())
 kill(sid)
 fit_index()
 if was then return 1 end
@@ -294,10 +269,10 @@ return 0
 
 /// ARGV: sid to keep or ''. Returns how many live sessions were revoked.
 const REVOKE_ALL: &str = r"
-local now, ep, n = now_ms(), cur_epoch(), 0
+local ep, n = cur_epoch(), 0
 for _, sid in ipairs(redis.call('ZRANGE', idx, 0, -1)) do
   if sid ~= ARGV[1] then
-    if is_live(sid, now, ep) then n = n + 1 end
+    if live_of(sid, ep) then n = n + 1 end
     kill(sid)
   end
 end
@@ -306,7 +281,7 @@ return n
 ";
 
 /// O(1) apart from reading the index's top score: INCR, then keep the key until the
-/// latest deadline any older session could reach (or drop it if there is none).
+/// latest absolute deadline any older session could reach (or drop it if there is none).
 const BUMP_EPOCH: &str = r"
 local now = now_ms()
 local ek = base .. 'epoch'
@@ -323,15 +298,14 @@ return ep
 /// ARGV: sid, refresh token hash, family id. Returns 1, 0 (session not live) or -1.
 const START_FAMILY: &str = r"
 local sid = ARGV[1]
-if not is_live(sid, now_ms(), cur_epoch()) then return 0 end
+local rec = live_of(sid, cur_epoch())
+if not rec then return 0 end
 local rk = base .. 'rt:' .. ARGV[2]
 if redis.call('EXISTS', rk) == 1 then return -1 end
-local aexp = redis.call('HGET', skey(sid), 'aexp')
 local fk = base .. 'f:' .. ARGV[3]
-redis.call('HSET', fk, 'cur', ARGV[2], 'sid', sid, 'exp', aexp)
-redis.call('PEXPIREAT', fk, aexp)
-redis.call('SET', rk, ARGV[3])
-redis.call('PEXPIREAT', rk, aexp)
+redis.call('HSET', fk, 'cur', ARGV[2], 'sid', sid, 'exp', rec.aexp)
+redis.call('PEXPIREAT', fk, rec.aexp)
+redis.call('SET', rk, ARGV[3], 'PXAT', rec.aexp)
 return 1
 ";
 
@@ -345,30 +319,28 @@ local f = redis.call('HMGET', fk, 'cur', 'prev', 'pu', 'pfp', 'sid', 'exp')
 if not f[1] then return {0} end
 local now = now_ms()
 local sid = f[5]
-if not is_live(sid, now, cur_epoch()) then
+local rec, th = live_of(sid, cur_epoch())
+if not rec then
   kill(sid)
   redis.call('DEL', fk)
   fit_index()
   return {0}
 end
-local k = skey(sid)
 if f[1] == ARGV[1] then
-  local nrk = base .. 'rt:' .. ARGV[2]
-  local ntk = base .. 't:' .. ARGV[3]
+  local nrk, ntk = base .. 'rt:' .. ARGV[2], tkey(ARGV[3])
   if redis.call('EXISTS', nrk) == 1 or redis.call('EXISTS', ntk) == 1 then return {-1} end
-  redis.call('DEL', base .. 't:' .. redis.call('HGET', k, 'th'))
-  redis.call('SET', ntk, sid)
-  redis.call('HSET', k, 'th', ARGV[3])
-  slide(sid, ntk, now)
+  redis.call('RENAME', tkey(th), ntk)
+  redis.call('RENAME', akey(th), akey(ARGV[3]))
+  redis.call('HSET', map, sid, ARGV[3])
+  redis.call('PEXPIRE', ntk, rec.idle)
   redis.call('HSET', fk, 'cur', ARGV[2], 'prev', ARGV[1], 'pu', now + tonumber(ARGV[5]),
     'pfp', ARGV[4])
-  redis.call('SET', nrk, fid)
-  redis.call('PEXPIREAT', nrk, f[6])
-  return {1, view(sid)}
+  redis.call('SET', nrk, fid, 'PXAT', f[6])
+  return {1, {rec.raw, now}}
 end
 if f[2] == ARGV[1] and ARGV[4] ~= '' and f[4] == ARGV[4] and now < tonumber(f[3]) then
-  slide(sid, base .. 't:' .. redis.call('HGET', k, 'th'), now)
-  return {3, view(sid)}
+  redis.call('PEXPIRE', tkey(th), rec.idle)
+  return {3, {rec.raw, now}}
 end
 kill(sid)
 redis.call('DEL', fk)
@@ -381,8 +353,7 @@ fn script(name: &'static str, body: &str) -> RedisScript {
 }
 
 static CREATE_SCRIPT: LazyLock<RedisScript> = LazyLock::new(|| script("session_create", CREATE));
-static TOUCH_SCRIPT: LazyLock<RedisScript> =
-    LazyLock::new(|| RedisScript::new("session_touch", TOUCH));
+static TOUCH_SCRIPT: LazyLock<RedisScript> = LazyLock::new(|| script("session_touch", TOUCH));
 static UPDATE_SCRIPT: LazyLock<RedisScript> = LazyLock::new(|| script("session_update", UPDATE));
 static LIST_SCRIPT: LazyLock<RedisScript> = LazyLock::new(|| script("session_list", LIST));
 static REVOKE_SCRIPT: LazyLock<RedisScript> = LazyLock::new(|| script("session_revoke", REVOKE));
@@ -432,32 +403,151 @@ impl RedisSessionStore {
         self.conn.keys().key_with("sess", &user.to_string(), "")
     }
 
+    /// A session from a script's view `[record, last activity ms]`.
     fn parse_view(&self, value: &Value) -> Result<Session> {
         let Value::Array(f) = value else {
             return Err(protocol("session view", value));
         };
-        let [sid, body, ca, la, iexp, aexp, ep, idle, ipc, dm, lip, ver] = f.as_slice() else {
+        let [raw, la] = f.as_slice() else {
             return Err(protocol("session view", value));
         };
-        let mut s = self
-            .serializer
-            .decode(bytes(body).ok_or_else(|| protocol("body", body))?)?;
-        let sid_text = text(sid).ok_or_else(|| protocol("sid", sid))?;
-        if sid_text.parse::<SessionId>().ok() != Some(s.id) {
-            return Err(protocol("sid", sid));
+        let raw = bytes(raw).ok_or_else(|| protocol("record", raw))?;
+        let rec = Record::parse(raw).ok_or_else(|| protocol_text("record header"))?;
+        self.session(&rec, int(la)?)
+    }
+
+    /// The session of a parsed record, last validated at `la_ms`.
+    fn session(&self, rec: &Record<'_>, la_ms: i64) -> Result<Session> {
+        let mut s = self.serializer.decode(rec.body)?;
+        if rec.sid.parse::<SessionId>().ok() != Some(s.id) {
+            return Err(protocol_text("record sid"));
         }
-        s.created_at = time(ca)?;
-        s.last_activity = time(la)?;
-        s.idle_expires_at = time(iexp)?;
-        s.expires_at = time(aexp)?;
-        s.credential_epoch = int(ep)?.try_into().map_err(|_| protocol("ep", ep))?;
-        s.idle_timeout = Duration::from_millis(int(idle)?.try_into().unwrap_or(0));
-        s.ip_changed = int(ipc)? == 1;
-        s.device_mismatch = int(dm)? == 1;
-        s.last_ip = text(lip).and_then(|t| t.parse::<IpAddr>().ok());
-        s.version = int(ver)?.try_into().map_err(|_| protocol("ver", ver))?;
+        let at = |ms: i64| {
+            DateTime::from_timestamp_millis(ms).ok_or_else(|| protocol_text("record time"))
+        };
+        s.created_at = at(rec.ca)?;
+        s.last_activity = at(la_ms)?;
+        s.idle_expires_at = at(la_ms.saturating_add(rec.idle).min(rec.aexp))?;
+        s.expires_at = at(rec.aexp)?;
+        s.credential_epoch = rec.ep;
+        s.idle_timeout = Duration::from_millis(rec.idle.unsigned_abs());
+        s.ip_changed = rec.ipc;
+        s.device_mismatch = rec.dm;
+        s.last_ip = std::str::from_utf8(rec.lip)
+            .ok()
+            .and_then(|t| t.parse::<IpAddr>().ok());
+        s.version = rec.ver;
         Ok(s)
     }
+
+    /// The `session_touch` script: the validation that has to write (or to refuse
+    /// without sliding).
+    async fn touch_script(
+        &self,
+        token: &SessionToken,
+        th: &str,
+        ip: &str,
+        fp: &str,
+        touch: &Touch,
+    ) -> Result<TouchOutcome> {
+        let binding = match touch.binding {
+            BindingPolicy::Ignore => "0",
+            BindingPolicy::Flag => "1",
+            BindingPolicy::Reject => "2",
+        };
+        let reply: Vec<Value> = TOUCH_SCRIPT
+            .call()
+            .key(self.user_base(token.user_id()))
+            .arg(th)
+            .arg(ip)
+            .arg(fp)
+            .arg(binding)
+            .arg(touch.rotate_to.map(|h| h.to_hex()).unwrap_or_default())
+            .arg(ms(token.idle_timeout()))
+            .invoke(&self.conn)
+            .await?;
+        match reply.as_slice() {
+            [Value::Int(1), view] => Ok(TouchOutcome::Valid(Arc::new(self.parse_view(view)?))),
+            [Value::Int(0)] => Ok(TouchOutcome::Invalid),
+            [Value::Int(2), sid] => Ok(TouchOutcome::DeviceMismatch(
+                text(sid)
+                    .and_then(|t| t.parse().ok())
+                    .ok_or_else(|| protocol("sid", sid))?,
+            )),
+            [Value::Int(-1)] => Err(Error::Duplicate),
+            _ => Err(protocol("touch reply", &Value::Array(reply))),
+        }
+    }
+}
+
+/// The header of a stored record (see the module docs), borrowed from the reply.
+#[derive(Debug)]
+struct Record<'a> {
+    sid: &'a str,
+    ver: u64,
+    ep: u64,
+    ep_text: &'a [u8],
+    ca: i64,
+    aexp: i64,
+    idle: i64,
+    idle_text: &'a [u8],
+    ipc: bool,
+    dm: bool,
+    ip: &'a [u8],
+    lip: &'a [u8],
+    fp: &'a [u8],
+    body: &'a [u8],
+}
+
+impl<'a> Record<'a> {
+    /// Parses `1|sid|ver|ep|ca|aexp|idle|ipc|dm|ip|lip|fp|body`.
+    fn parse(raw: &'a [u8]) -> Option<Self> {
+        let mut parts = raw.splitn(13, |&b| b == b'|');
+        let mut next = || parts.next();
+        if next()? != b"1" {
+            return None;
+        }
+        let sid = std::str::from_utf8(next()?).ok()?;
+        let num = |b: &[u8]| -> Option<i64> { std::str::from_utf8(b).ok()?.parse().ok() };
+        let flag = |b: &[u8]| match b {
+            b"0" => Some(false),
+            b"1" => Some(true),
+            _ => None,
+        };
+        let ver = num(next()?)?.try_into().ok()?;
+        let ep_text = next()?;
+        let ep = num(ep_text)?.try_into().ok()?;
+        let ca = num(next()?)?;
+        let aexp = num(next()?)?;
+        let idle_text = next()?;
+        let idle = num(idle_text)?;
+        let ipc = flag(next()?)?;
+        let dm = flag(next()?)?;
+        let (ip, lip, fp) = (next()?, next()?, next()?);
+        let body = next()?;
+        Some(Self {
+            sid,
+            ver,
+            ep,
+            ep_text,
+            ca,
+            aexp,
+            idle,
+            idle_text,
+            ipc,
+            dm,
+            ip,
+            lip,
+            fp,
+            body,
+        })
+    }
+}
+
+fn protocol_text(what: &str) -> Error {
+    Error::Backend(BackendError::Protocol(format!(
+        "session record: bad {what}"
+    )))
 }
 
 fn protocol(what: &str, v: &Value) -> Error {
@@ -487,8 +577,9 @@ fn int(v: &Value) -> Result<i64> {
     }
 }
 
-fn time(v: &Value) -> Result<DateTime<Utc>> {
-    DateTime::from_timestamp_millis(int(v)?).ok_or_else(|| protocol("time", v))
+/// A fingerprint as the record header keeps it: hex, so any text is safe between `|`s.
+fn fp_arg(fp: Option<&str>) -> String {
+    fp.map(hex::encode).unwrap_or_default()
 }
 
 fn ip_arg(ip: Option<IpAddr>) -> String {
@@ -521,7 +612,7 @@ impl SessionStore for RedisSessionStore {
             .arg(limit)
             .arg(policy)
             .arg(ip_arg(new.session.ip))
-            .arg(new.session.fingerprint.as_deref().unwrap_or(""))
+            .arg(fp_arg(new.session.fingerprint.as_deref()))
             .invoke(&self.conn)
             .await?;
         match reply.as_slice() {
@@ -548,34 +639,65 @@ impl SessionStore for RedisSessionStore {
         }
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(user = %user))]
-    async fn touch(&self, user: UserId, token: &TokenHash, touch: Touch) -> Result<TouchOutcome> {
-        let binding = match touch.binding {
-            BindingPolicy::Ignore => "0",
-            BindingPolicy::Flag => "1",
-            BindingPolicy::Reject => "2",
-        };
-        let reply: Vec<Value> = TOUCH_SCRIPT
-            .call()
-            .key(self.user_base(user))
-            .arg(token.to_hex())
-            .arg(ip_arg(touch.ip))
-            .arg(touch.fingerprint.as_deref().unwrap_or(""))
-            .arg(binding)
-            .arg(touch.rotate_to.map(|h| h.to_hex()).unwrap_or_default())
-            .invoke(&self.conn)
-            .await?;
-        match reply.as_slice() {
-            [Value::Int(1), view] => Ok(TouchOutcome::Valid(Arc::new(self.parse_view(view)?))),
-            [Value::Int(0)] => Ok(TouchOutcome::Invalid),
-            [Value::Int(2), sid] => Ok(TouchOutcome::DeviceMismatch(
-                text(sid)
-                    .and_then(|t| t.parse().ok())
-                    .ok_or_else(|| protocol("sid", sid))?,
-            )),
-            [Value::Int(-1)] => Err(Error::Duplicate),
-            _ => Err(protocol("touch reply", &Value::Array(reply))),
+    #[tracing::instrument(level = "debug", skip_all, fields(user = %token.user_id()))]
+    async fn touch(&self, token: &SessionToken, touch: Touch) -> Result<TouchOutcome> {
+        let th = token.hash().to_hex();
+        let ip = ip_arg(touch.ip);
+        let fp = fp_arg(touch.fingerprint.as_deref());
+        // Rotation, and a rejection that must leave the session as it was, need the
+        // script's atomic read-check-write.
+        if touch.rotate_to.is_some() || (touch.binding == BindingPolicy::Reject && !fp.is_empty()) {
+            return self.touch_script(token, &th, &ip, &fp, &touch).await;
         }
+        let base = self.user_base(token.user_id());
+        let idle = ms(token.idle_timeout());
+        let mut pipe = redis::pipe();
+        pipe.cmd("GETEX")
+            .arg(format!("{base}t:{th}"))
+            .arg("PX")
+            .arg(idle)
+            .cmd("MGET")
+            .arg(format!("{base}a:{th}"))
+            .arg(format!("{base}epoch"));
+        let mut conn = self.conn.manager();
+        let (record, marks): (Value, Value) = pipe
+            .query_async(&mut conn)
+            .await
+            .map_err(BackendError::from)?;
+        let raw = match &record {
+            Value::Nil => return Ok(TouchOutcome::Invalid),
+            Value::BulkString(raw) => raw,
+            other => return Err(protocol("record", other)),
+        };
+        let rec = Record::parse(raw).ok_or_else(|| protocol_text("record header"))?;
+        let (live, epoch) = match &marks {
+            Value::Array(m) => match m.as_slice() {
+                [live, epoch] => (!matches!(live, Value::Nil), epoch),
+                _ => return Err(protocol("marks", &marks)),
+            },
+            other => return Err(protocol("marks", other)),
+        };
+        let current_epoch = match epoch {
+            Value::Nil => &b"0"[..],
+            other => bytes(other).ok_or_else(|| protocol("epoch", other))?,
+        };
+        if !live || rec.ep_text != current_epoch {
+            // Past the absolute deadline or logged out everywhere: the script deletes it.
+            return self.touch_script(token, &th, &ip, &fp, &touch).await;
+        }
+        if rec.idle_text != idle.to_string().as_bytes() {
+            return Ok(TouchOutcome::Invalid);
+        }
+        let mismatch = !fp.is_empty() && !rec.fp.is_empty() && rec.fp != fp.as_bytes();
+        let flag = mismatch && touch.binding == BindingPolicy::Flag && !rec.dm;
+        let moved = !ip.is_empty()
+            && (rec.lip != ip.as_bytes()
+                || (!rec.ipc && !rec.ip.is_empty() && rec.ip != ip.as_bytes()));
+        if flag || moved {
+            return self.touch_script(token, &th, &ip, &fp, &touch).await;
+        }
+        let now = Utc::now().timestamp_millis();
+        Ok(TouchOutcome::Valid(Arc::new(self.session(&rec, now)?)))
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(user = %session.user_id))]
@@ -588,7 +710,7 @@ impl SessionStore for RedisSessionStore {
             .arg(session.version)
             .arg(body)
             .arg(ip_arg(session.ip))
-            .arg(session.fingerprint.as_deref().unwrap_or(""))
+            .arg(fp_arg(session.fingerprint.as_deref()))
             .invoke(&self.conn)
             .await?;
         match reply.as_slice() {
