@@ -9,7 +9,7 @@
 //!   validating (with sliding: one `GETEX` + `MGET` pipeline each) `SESSIONS` (10000) sessions round-robin
 //!   for `DURATION` seconds (5, after 1 s warm-up), printing
 //!   `umanage_session_validate ops_per_sec=… p50_ms=… p99_ms=…` like the peers in
-//!   `shared/peers/redis`. `CONNS` (1) multiplexed connections are shared by the tasks;
+//!   `shared/peers/redis`. `CONNS` (2, the `RedisConfig` default) multiplexed connections are shared by the tasks;
 //!   `SERIALIZER=msgpack` (with the `msgpack` feature) stores the sessions as MessagePack.
 //! * `SESSION_RAW=noop|get|pipeline`: the same tasks sending `EVALSHA` of `return 1`, a
 //!   plain `GET` of a 400-byte value, or the validation's two commands (`GETEX` + `MGET`)
@@ -139,25 +139,22 @@ fn env_num(name: &str, default: usize) -> usize {
 async fn redis_managers(url: &str, conns: usize) -> Vec<Arc<SessionManager>> {
     let cfg = RedisConfig::builder(url)
         .key_prefix(format!("umbench-{}", std::process::id()))
+        .connections(conns.max(1))
         .build()
         .unwrap_or_else(|e| panic!("redis config: {e}"));
-    let mut out = Vec::new();
-    for _ in 0..conns.max(1) {
-        let conn = cfg
-            .connect()
-            .await
-            .unwrap_or_else(|e| panic!("redis connect: {e}"));
-        let store = RedisSessionStore::new(conn);
-        #[cfg(feature = "msgpack")]
-        let store = if std::env::var("SERIALIZER").as_deref() == Ok("msgpack") {
-            store.with_serializer(umanage::session::MsgpackSerializer)
-        } else {
-            store
-        };
-        let store: Arc<dyn SessionStore> = Arc::new(store);
-        out.push(Arc::new(SessionManager::new(store, config())));
-    }
-    out
+    let conn = cfg
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("redis connect: {e}"));
+    let store = RedisSessionStore::new(conn);
+    #[cfg(feature = "msgpack")]
+    let store = if std::env::var("SERIALIZER").as_deref() == Ok("msgpack") {
+        store.with_serializer(umanage::session::MsgpackSerializer)
+    } else {
+        store
+    };
+    let store: Arc<dyn SessionStore> = Arc::new(store);
+    vec![Arc::new(SessionManager::new(store, config()))]
 }
 
 async fn cleanup(m: &SessionManager, tokens: &[SessionToken]) {
@@ -200,12 +197,23 @@ fn redis_sequential(c: &mut Criterion) {
 static NOOP: std::sync::LazyLock<umanage::core::redis::RedisScript> =
     std::sync::LazyLock::new(|| umanage::core::redis::RedisScript::new("noop", "return 1"));
 
+static MINI: std::sync::LazyLock<umanage::core::redis::RedisScript> =
+    std::sync::LazyLock::new(|| {
+        umanage::core::redis::RedisScript::new(
+            "mini",
+            "local r = redis.call('GETEX', KEYS[1], 'PX', ARGV[1]) \
+             if not r then return false end \
+             local m = redis.call('MGET', KEYS[2], KEYS[3]) \
+             return {r, m[1], m[2]}",
+        )
+    });
+
 /// `SESSION_RAW=noop|get|pipeline`: the same tasks and connections sending `EVALSHA` of
 /// `return 1`, a plain `GET`, or the validation's `GETEX` + `MGET` with no client work.
 fn redis_raw(what: &str) {
     let Some(url) = redis_url() else { return };
     let concurrency = env_num("CONCURRENCY", 50);
-    let conns = env_num("CONNS", 1);
+    let conns = env_num("CONNS", 2);
     let duration = Duration::from_secs_f64(env_num("DURATION", 5) as f64);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -214,17 +222,15 @@ fn redis_raw(what: &str) {
     let what = what.to_owned();
     rt.block_on(async move {
         let cfg = RedisConfig::builder(&url)
+            .connections(conns.max(1))
             .build()
             .unwrap_or_else(|e| panic!("redis config: {e}"));
-        let mut cs = Vec::new();
-        for _ in 0..conns.max(1) {
-            cs.push(cfg.connect().await.unwrap_or_else(|e| panic!("{e}")));
-        }
+        let conn = cfg.connect().await.unwrap_or_else(|e| panic!("{e}"));
         let count = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let tasks: Vec<_> = (0..concurrency)
             .map(|t| {
-                let conn = cs[t % cs.len()].clone();
+                let conn = conn.clone();
                 let (count, stop) = (Arc::clone(&count), Arc::clone(&stop));
                 let what = what.clone();
                 tokio::spawn(async move {
@@ -260,6 +266,34 @@ fn redis_raw(what: &str) {
                                 .cmd("MGET")
                                 .arg(&marker)
                                 .arg(&epoch)
+                                .query_async::<redis::Value>(&mut m)
+                                .await
+                                .is_ok(),
+                            "script" => MINI
+                                .call()
+                                .key(&record)
+                                .key(&marker)
+                                .key(&epoch)
+                                .arg(ttl)
+                                .invoke::<redis::Value>(&conn)
+                                .await
+                                .is_ok(),
+                            "pipeline3" => redis::pipe()
+                                .cmd("GETEX")
+                                .arg(&record)
+                                .arg("PX")
+                                .arg(ttl)
+                                .cmd("EXISTS")
+                                .arg(&marker)
+                                .cmd("GET")
+                                .arg(&epoch)
+                                .query_async::<redis::Value>(&mut m)
+                                .await
+                                .is_ok(),
+                            "getex" => redis::cmd("GETEX")
+                                .arg(&record)
+                                .arg("PX")
+                                .arg(ttl)
                                 .query_async::<redis::Value>(&mut m)
                                 .await
                                 .is_ok(),
@@ -299,7 +333,7 @@ fn redis_load() {
     let Some(url) = redis_url() else { return };
     let concurrency = env_num("CONCURRENCY", 50);
     let sessions = env_num("SESSIONS", 10_000);
-    let conns = env_num("CONNS", 1);
+    let conns = env_num("CONNS", 2);
     let duration = Duration::from_secs_f64(env_num("DURATION", 5) as f64);
     let warmup = Duration::from_secs(1);
     let rt = tokio::runtime::Builder::new_multi_thread()

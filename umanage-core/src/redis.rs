@@ -14,6 +14,8 @@
 //! Redis Cluster hash tag.
 
 use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
@@ -46,6 +48,7 @@ pub struct RedisConfig {
     connect_timeout: Duration,
     response_timeout: Duration,
     reconnect_attempts: usize,
+    connections: usize,
     keys: KeyBuilder,
 }
 
@@ -59,6 +62,8 @@ struct RawRedisConfig {
     response_timeout: Duration,
     #[serde(default = "default_attempts")]
     reconnect_attempts: usize,
+    #[serde(default = "default_connections")]
+    connections: usize,
     #[serde(default = "default_prefix")]
     key_prefix: String,
 }
@@ -72,6 +77,9 @@ fn default_response() -> Duration {
 fn default_attempts() -> usize {
     RedisConfig::DEFAULT_RECONNECT_ATTEMPTS
 }
+fn default_connections() -> usize {
+    RedisConfig::DEFAULT_CONNECTIONS
+}
 fn default_prefix() -> String {
     KeyBuilder::DEFAULT_PREFIX.to_owned()
 }
@@ -83,6 +91,7 @@ impl TryFrom<RawRedisConfig> for RedisConfig {
             .connect_timeout(raw.connect_timeout)
             .response_timeout(raw.response_timeout)
             .reconnect_attempts(raw.reconnect_attempts)
+            .connections(raw.connections)
             .key_prefix(raw.key_prefix)
             .build()
     }
@@ -95,6 +104,7 @@ impl From<RedisConfig> for RawRedisConfig {
             connect_timeout: cfg.connect_timeout,
             response_timeout: cfg.response_timeout,
             reconnect_attempts: cfg.reconnect_attempts,
+            connections: cfg.connections,
             key_prefix: cfg.keys.prefix().to_owned(),
         }
     }
@@ -107,6 +117,7 @@ impl fmt::Debug for RedisConfig {
             .field("connect_timeout", &self.connect_timeout)
             .field("response_timeout", &self.response_timeout)
             .field("reconnect_attempts", &self.reconnect_attempts)
+            .field("connections", &self.connections)
             .field("key_prefix", &self.keys.prefix())
             .finish()
     }
@@ -121,6 +132,13 @@ impl RedisConfig {
     /// Default number of reconnect attempts (with exponential backoff) after a connection
     /// is lost, before an operation fails as unavailable. Later operations try again.
     pub const DEFAULT_RECONNECT_ATTEMPTS: usize = 3;
+    /// Default number of multiplexed connections a [`RedisConnection`] spreads commands
+    /// over. One connection is driven by one task, which parses every reply; on a
+    /// multi-threaded runtime a second connection lets both cores do that work (see the
+    /// session crate's benchmarks).
+    pub const DEFAULT_CONNECTIONS: usize = 2;
+    /// Most connections one [`RedisConnection`] may open.
+    pub const MAX_CONNECTIONS: usize = 64;
 
     /// A builder for the server at `url` (`redis://[:password@]host[:port][/db]`).
     pub fn builder(url: impl Into<String>) -> RedisConfigBuilder {
@@ -129,6 +147,7 @@ impl RedisConfig {
             connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
             response_timeout: Self::DEFAULT_RESPONSE_TIMEOUT,
             reconnect_attempts: Self::DEFAULT_RECONNECT_ATTEMPTS,
+            connections: Self::DEFAULT_CONNECTIONS,
             key_prefix: KeyBuilder::DEFAULT_PREFIX.to_owned(),
         }
     }
@@ -153,7 +172,12 @@ impl RedisConfig {
         self.response_timeout
     }
 
-    /// Opens the connection.
+    /// How many multiplexed connections [`connect`](Self::connect) opens.
+    pub fn connections(&self) -> usize {
+        self.connections
+    }
+
+    /// Opens the connections ([`connections`](Self::connections) of them).
     ///
     /// # Errors
     ///
@@ -166,12 +190,21 @@ impl RedisConfig {
             .set_response_timeout(Some(self.response_timeout))
             .set_number_of_retries(self.reconnect_attempts)
             .set_max_delay(Duration::from_secs(2));
-        let manager = client.get_connection_manager_with_config(config).await?;
-        tracing::debug!(url = %redact_url(&self.url), prefix = self.keys.prefix(), "redis connected");
-        Ok(RedisConnection {
-            manager,
-            keys: self.keys.clone(),
-        })
+        let mut managers = Vec::with_capacity(self.connections);
+        for _ in 0..self.connections {
+            managers.push(
+                client
+                    .get_connection_manager_with_config(config.clone())
+                    .await?,
+            );
+        }
+        tracing::debug!(
+            url = %redact_url(&self.url),
+            prefix = self.keys.prefix(),
+            connections = self.connections,
+            "redis connected"
+        );
+        Ok(RedisConnection::from_managers(managers, self.keys.clone()))
     }
 }
 
@@ -183,6 +216,7 @@ pub struct RedisConfigBuilder {
     connect_timeout: Duration,
     response_timeout: Duration,
     reconnect_attempts: usize,
+    connections: usize,
     key_prefix: String,
 }
 
@@ -214,6 +248,15 @@ impl RedisConfigBuilder {
         self
     }
 
+    /// How many multiplexed connections to open (1 to
+    /// [`MAX_CONNECTIONS`](RedisConfig::MAX_CONNECTIONS); default
+    /// [`DEFAULT_CONNECTIONS`](RedisConfig::DEFAULT_CONNECTIONS)). Each command goes to
+    /// the next one in turn.
+    pub fn connections(mut self, connections: usize) -> Self {
+        self.connections = connections;
+        self
+    }
+
     /// The key prefix (see [`KeyBuilder::new`] for what is allowed).
     pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.key_prefix = prefix.into();
@@ -241,6 +284,13 @@ impl RedisConfigBuilder {
                 "redis connect_timeout and response_timeout must be greater than zero".into(),
             ));
         }
+        if !(1..=RedisConfig::MAX_CONNECTIONS).contains(&self.connections) {
+            return Err(BackendError::Config(format!(
+                "redis connections must be 1 to {}, not {}",
+                RedisConfig::MAX_CONNECTIONS,
+                self.connections
+            )));
+        }
         let keys =
             KeyBuilder::new(self.key_prefix).map_err(|e| BackendError::Config(e.to_string()))?;
         Ok(RedisConfig {
@@ -248,6 +298,7 @@ impl RedisConfigBuilder {
             connect_timeout: self.connect_timeout,
             response_timeout: self.response_timeout,
             reconnect_attempts: self.reconnect_attempts,
+            connections: self.connections,
             keys,
         })
     }
@@ -255,13 +306,17 @@ impl RedisConfigBuilder {
 
 /// A shared, auto-reconnecting Redis connection with its key prefix.
 ///
-/// Clones share one multiplexed TCP connection; concurrent commands are pipelined on it.
-/// After the server goes away, commands fail with an error for which
-/// [`BackendError::is_unavailable`] is true, and the connection is re-established in the
-/// background; no command is re-sent.
+/// Clones share the same multiplexed TCP connections (one by default; see
+/// [`RedisConfigBuilder::connections`]); concurrent commands are pipelined on them, and
+/// each command (or pipeline, or script call) goes to the next connection in turn. A
+/// caller that awaits one command before sending the next sees its own writes whichever
+/// connection each went to. After the server goes away, commands fail with an error for
+/// which [`BackendError::is_unavailable`] is true, and the connections are re-established
+/// in the background; no command is re-sent.
 #[derive(Clone)]
 pub struct RedisConnection {
-    manager: ConnectionManager,
+    managers: Arc<[ConnectionManager]>,
+    next: Arc<AtomicUsize>,
     keys: KeyBuilder,
 }
 
@@ -269,6 +324,7 @@ impl fmt::Debug for RedisConnection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisConnection")
             .field("key_prefix", &self.keys.prefix())
+            .field("connections", &self.managers.len())
             .finish_non_exhaustive()
     }
 }
@@ -276,7 +332,16 @@ impl fmt::Debug for RedisConnection {
 impl RedisConnection {
     /// Wraps an existing connection manager (for hosts that build their own).
     pub fn from_manager(manager: ConnectionManager, keys: KeyBuilder) -> Self {
-        Self { manager, keys }
+        Self::from_managers(vec![manager], keys)
+    }
+
+    /// Wraps connection managers to use in turn (callers pass at least one).
+    fn from_managers(managers: Vec<ConnectionManager>, keys: KeyBuilder) -> Self {
+        Self {
+            managers: managers.into(),
+            next: Arc::new(AtomicUsize::new(0)),
+            keys,
+        }
     }
 
     /// The key builder for this connection's prefix.
@@ -284,19 +349,28 @@ impl RedisConnection {
         &self.keys
     }
 
-    /// A handle to send commands on (cheap clone of the shared connection).
+    /// A handle to send commands on: the next of the shared connections, in turn (a cheap
+    /// clone).
     pub fn manager(&self) -> ConnectionManager {
-        self.manager.clone()
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.managers.len();
+        self.managers[i].clone()
     }
 
-    /// Sends `PING`.
+    /// How many multiplexed connections commands are spread over.
+    pub fn connections(&self) -> usize {
+        self.managers.len()
+    }
+
+    /// Sends `PING` on every connection.
     ///
     /// # Errors
     ///
     /// [`BackendError`] when the server does not answer.
     pub async fn ping(&self) -> Result<(), BackendError> {
-        let mut conn = self.manager.clone();
-        let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+        for manager in self.managers.iter() {
+            let mut conn = manager.clone();
+            let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+        }
         Ok(())
     }
 }
@@ -502,6 +576,18 @@ mod tests {
                 .key_prefix("a{b}")
                 .build()
                 .is_err()
+        );
+        for bad in [0, RedisConfig::MAX_CONNECTIONS + 1] {
+            assert!(matches!(
+                RedisConfig::builder("redis://x").connections(bad).build(),
+                Err(BackendError::Config(_))
+            ));
+        }
+        let cfg: RedisConfig =
+            serde_json::from_str(r#"{"url":"redis://h","connections":4}"#).unwrap();
+        assert_eq!(cfg.connections(), 4);
+        assert!(
+            serde_json::from_str::<RedisConfig>(r#"{"url":"redis://h","connections":0}"#).is_err()
         );
     }
 

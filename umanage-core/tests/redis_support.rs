@@ -161,3 +161,50 @@ async fn dropping_a_namespace_deletes_its_keys() {
         .unwrap();
     assert!(left.is_empty(), "{} keys left under {pattern}", left.len());
 }
+
+/// A connection of `connections(3)` opens three TCP connections and sends each command to
+/// the next one; a write awaited on one is seen by the next read, on another.
+#[tokio::test]
+async fn commands_spread_over_the_configured_connections() {
+    let Some(ns) = testkit::redis().await else {
+        return;
+    };
+    let conn = RedisConfig::builder(ns.url())
+        .key_prefix(ns.prefix())
+        .connections(3)
+        .build()
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    assert_eq!(conn.connections(), 3);
+    let mut ids = std::collections::HashSet::new();
+    for _ in 0..6 {
+        let mut c = conn.manager();
+        let id: i64 = redis::cmd("CLIENT")
+            .arg("ID")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        ids.insert(id);
+    }
+    assert_eq!(ids.len(), 3, "{ids:?}");
+    let key = conn.keys().key("spread", "k");
+    for i in 0..30_i64 {
+        let mut w = conn.manager();
+        let () = redis::cmd("SET")
+            .arg(&key)
+            .arg(i)
+            .query_async(&mut w)
+            .await
+            .unwrap();
+        let mut r = conn.manager();
+        let got: i64 = redis::cmd("GET")
+            .arg(&key)
+            .query_async(&mut r)
+            .await
+            .unwrap();
+        assert_eq!(got, i);
+    }
+    conn.ping().await.unwrap();
+}

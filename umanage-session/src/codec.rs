@@ -1,7 +1,7 @@
 //! Pluggable session serializers.
 //!
 //! The Redis store keeps each session's caller-owned fields as one encoded blob (times and
-//! flags live in separate hash fields the scripts update). [`JsonSerializer`] is the
+//! flags live in the record's header, which the store reads and writes itself). [`JsonSerializer`] is the
 //! default; [`MsgpackSerializer`] (feature `msgpack`) is smaller and faster to decode.
 
 use std::sync::Arc;

@@ -123,6 +123,7 @@ pub struct Session {
     /// Client address at login.
     pub ip: Option<IpAddr>,
     /// Client address of the latest validation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_ip: Option<IpAddr>,
     /// User agent at login.
     pub user_agent: Option<String>,
@@ -135,28 +136,73 @@ pub struct Session {
     /// Whether a second factor was verified in this session.
     pub mfa_verified: bool,
     /// When the session was created (store time).
+    #[serde(default, skip_serializing_if = "is_unset")]
     pub created_at: DateTime<Utc>,
     /// The latest successful validation (store time).
+    #[serde(default, skip_serializing_if = "is_unset")]
     pub last_activity: DateTime<Utc>,
     /// The idle (sliding) deadline: `min(last_activity + idle_timeout, expires_at)`.
+    #[serde(default, skip_serializing_if = "is_unset")]
     pub idle_expires_at: DateTime<Utc>,
     /// The absolute deadline; never extended.
+    #[serde(default, skip_serializing_if = "is_unset")]
     pub expires_at: DateTime<Utc>,
     /// This session's idle timeout (a remember-me session may have a longer one).
-    #[serde(with = "umanage_core::duration")]
+    #[serde(
+        with = "umanage_core::duration",
+        default,
+        skip_serializing_if = "Duration::is_zero"
+    )]
     pub idle_timeout: Duration,
     /// The user's credential epoch when the session was created; a session older than the
     /// user's current epoch is dead.
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub credential_epoch: u64,
     /// A validation came from another address than the login.
+    #[serde(default, skip_serializing_if = "is_false")]
     pub ip_changed: bool,
     /// A validation came with another device fingerprint than the login.
+    #[serde(default, skip_serializing_if = "is_false")]
     pub device_mismatch: bool,
     /// Free-form data.
     pub data: SessionData,
     /// Revision of the caller-owned fields; [`SessionStore::update`](crate::SessionStore::update)
     /// succeeds only on the current one.
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub version: u64,
+}
+
+// Store-owned fields at their unset values are left out of the serialized form (a store
+// that keeps them elsewhere, like the Redis one, encodes only the caller-owned part).
+fn is_unset(t: &DateTime<Utc>) -> bool {
+    *t == DateTime::<Utc>::UNIX_EPOCH
+}
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde passes a reference
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde passes a reference
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+impl Session {
+    /// The caller-owned part: a copy with every store-owned field at its unset value, as
+    /// stores that keep times and flags beside the body encode it.
+    pub(crate) fn body(&self) -> Self {
+        let mut s = self.clone();
+        s.last_ip = None;
+        s.created_at = DateTime::<Utc>::UNIX_EPOCH;
+        s.last_activity = DateTime::<Utc>::UNIX_EPOCH;
+        s.idle_expires_at = DateTime::<Utc>::UNIX_EPOCH;
+        s.expires_at = DateTime::<Utc>::UNIX_EPOCH;
+        s.idle_timeout = Duration::ZERO;
+        s.credential_epoch = 0;
+        s.ip_changed = false;
+        s.device_mismatch = false;
+        s.version = 0;
+        s
+    }
 }
 
 impl Session {

@@ -257,7 +257,7 @@ async fn evalsha_calls(conn: &RedisConnection) -> u64 {
 }
 
 /// The common validation (no flag to write, no rotation) runs no script: it is the
-/// `GETEX` + `MGET` pipeline. A first IP change and a fingerprint to flag go through the
+/// `GETEX` + `EXISTS` + `GET` pipeline. A first IP change and a fingerprint to flag go through the
 /// script once; then the pipeline again. A private server, so no other test's scripts
 /// count.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

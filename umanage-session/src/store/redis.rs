@@ -1,4 +1,4 @@
-//! Redis [`SessionStore`]: validation is two native commands in one pipeline (no Lua);
+//! Redis [`SessionStore`]: validation is three native commands in one pipeline (no Lua);
 //! everything else is one Lua script. Every operation is one round trip.
 //!
 //! # Keys
@@ -20,8 +20,8 @@
 //!
 //! # Validation without Lua
 //!
-//! [`touch`](SessionStore::touch) sends `GETEX …t:<th> PX <idle>` and `MGET …a:<th> …epoch`
-//! as one pipeline (the idle timeout comes from the token, see
+//! [`touch`](SessionStore::touch) sends `GETEX …t:<th> PX <idle>`, `EXISTS …a:<th>` and
+//! `GET …epoch` as one pipeline (the idle timeout comes from the token, see
 //! [`SessionToken`](crate::SessionToken)). The deadlines are Redis's own key expiry, on the
 //! server's clock:
 //!
@@ -446,7 +446,7 @@ impl RedisSessionStore {
         &self,
         token: &SessionToken,
         th: &str,
-        ip: &str,
+        ip: Option<IpAddr>,
         fp: &str,
         touch: &Touch,
     ) -> Result<TouchOutcome> {
@@ -459,8 +459,8 @@ impl RedisSessionStore {
             .call()
             .key(self.user_base(token.user_id()))
             .arg(th)
-            .arg(ip)
-            .arg(fp)
+            .arg(ip.map(|ip| ip.to_string()).unwrap_or_default())
+            .arg(hex::encode(fp))
             .arg(binding)
             .arg(touch.rotate_to.map(|h| h.to_hex()).unwrap_or_default())
             .arg(ms(token.idle_timeout()))
@@ -490,7 +490,6 @@ struct Record<'a> {
     ca: i64,
     aexp: i64,
     idle: i64,
-    idle_text: &'a [u8],
     ipc: bool,
     dm: bool,
     ip: &'a [u8],
@@ -519,8 +518,7 @@ impl<'a> Record<'a> {
         let ep = num(ep_text)?.try_into().ok()?;
         let ca = num(next()?)?;
         let aexp = num(next()?)?;
-        let idle_text = next()?;
-        let idle = num(idle_text)?;
+        let idle = num(next()?)?;
         let ipc = flag(next()?)?;
         let dm = flag(next()?)?;
         let (ip, lip, fp) = (next()?, next()?, next()?);
@@ -533,7 +531,6 @@ impl<'a> Record<'a> {
             ca,
             aexp,
             idle,
-            idle_text,
             ipc,
             dm,
             ip,
@@ -542,6 +539,24 @@ impl<'a> Record<'a> {
             body,
         })
     }
+}
+
+/// Whether `hex` (lower case, as the header keeps fingerprints) encodes `raw`, without
+/// allocating.
+fn hex_is(hex: &[u8], raw: &[u8]) -> bool {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    hex.len() == 2 * raw.len()
+        && hex.chunks_exact(2).zip(raw).all(|(pair, &b)| {
+            pair[0] == DIGITS[usize::from(b >> 4)] && pair[1] == DIGITS[usize::from(b & 15)]
+        })
+}
+
+/// Whether header text is the address `ip` (already canonical), without allocating.
+fn ip_is(text: &[u8], ip: IpAddr) -> bool {
+    std::str::from_utf8(text)
+        .ok()
+        .and_then(|t| t.parse::<IpAddr>().ok())
+        == Some(ip)
 }
 
 fn protocol_text(what: &str) -> Error {
@@ -591,7 +606,7 @@ fn ip_arg(ip: Option<IpAddr>) -> String {
 impl SessionStore for RedisSessionStore {
     #[tracing::instrument(level = "debug", skip_all, fields(user = %new.session.user_id))]
     async fn create(&self, new: NewSession) -> Result<CreateOutcome> {
-        let body = self.serializer.encode(&new.session)?;
+        let body = self.serializer.encode(&new.session.body())?;
         let (limit, policy) = new.limit.map_or((0, "reject"), |l| {
             (
                 l.max.max(1),
@@ -642,25 +657,46 @@ impl SessionStore for RedisSessionStore {
     #[tracing::instrument(level = "debug", skip_all, fields(user = %token.user_id()))]
     async fn touch(&self, token: &SessionToken, touch: Touch) -> Result<TouchOutcome> {
         let th = token.hash().to_hex();
-        let ip = ip_arg(touch.ip);
-        let fp = fp_arg(touch.fingerprint.as_deref());
         // Rotation, and a rejection that must leave the session as it was, need the
         // script's atomic read-check-write.
-        if touch.rotate_to.is_some() || (touch.binding == BindingPolicy::Reject && !fp.is_empty()) {
-            return self.touch_script(token, &th, &ip, &fp, &touch).await;
+        if touch.rotate_to.is_some()
+            || (touch.binding == BindingPolicy::Reject
+                && touch.fingerprint.as_deref().is_some_and(|f| !f.is_empty()))
+        {
+            let ip = touch.ip.map(umanage_core::net::canonical_ip);
+            let fp = touch.fingerprint.as_deref().unwrap_or("");
+            return self.touch_script(token, &th, ip, fp, &touch).await;
         }
-        let base = self.user_base(token.user_id());
         let idle = ms(token.idle_timeout());
-        let mut pipe = redis::pipe();
-        pipe.cmd("GETEX")
-            .arg(format!("{base}t:{th}"))
-            .arg("PX")
-            .arg(idle)
-            .cmd("MGET")
-            .arg(format!("{base}a:{th}"))
-            .arg(format!("{base}epoch"));
+        // The hot path of every request: one buffer for the three key names (the command
+        // copies each), no other allocation before the reply.
+        let mut key = self.user_base(token.user_id());
+        let base_len = key.len();
+        key.reserve(2 + 64);
+        let mut pipe = redis::Pipeline::with_capacity(3);
+        key.push_str("t:");
+        key.push_str(&th);
+        pipe.add_command({
+            let mut c = redis::Cmd::with_capacity(4, key.len() + 24);
+            c.arg("GETEX").arg(key.as_str()).arg("PX").arg(idle);
+            c
+        });
+        key.replace_range(base_len..=base_len, "a");
+        pipe.add_command({
+            let mut c = redis::Cmd::with_capacity(2, key.len() + 8);
+            c.arg("EXISTS").arg(key.as_str());
+            c
+        });
+        key.truncate(base_len);
+        key.push_str("epoch");
+        pipe.add_command({
+            let mut c = redis::Cmd::with_capacity(2, key.len() + 8);
+            c.arg("GET").arg(key.as_str());
+            c
+        });
         let mut conn = self.conn.manager();
-        let (record, marks): (Value, Value) = pipe
+        // Integer and nil replies cost the client no allocation (an MGET's array would).
+        let (record, live, epoch): (Value, Value, Value) = pipe
             .query_async(&mut conn)
             .await
             .map_err(BackendError::from)?;
@@ -670,31 +706,30 @@ impl SessionStore for RedisSessionStore {
             other => return Err(protocol("record", other)),
         };
         let rec = Record::parse(raw).ok_or_else(|| protocol_text("record header"))?;
-        let (live, epoch) = match &marks {
-            Value::Array(m) => match m.as_slice() {
-                [live, epoch] => (!matches!(live, Value::Nil), epoch),
-                _ => return Err(protocol("marks", &marks)),
-            },
-            other => return Err(protocol("marks", other)),
+        let live = match live {
+            Value::Int(n) => n == 1,
+            other => return Err(protocol("marker", &other)),
         };
-        let current_epoch = match epoch {
+        let current_epoch = match &epoch {
             Value::Nil => &b"0"[..],
             other => bytes(other).ok_or_else(|| protocol("epoch", other))?,
         };
+        let fp = touch.fingerprint.as_deref().unwrap_or("");
+        let ip = touch.ip.map(umanage_core::net::canonical_ip);
         if !live || rec.ep_text != current_epoch {
             // Past the absolute deadline or logged out everywhere: the script deletes it.
-            return self.touch_script(token, &th, &ip, &fp, &touch).await;
+            return self.touch_script(token, &th, ip, fp, &touch).await;
         }
-        if rec.idle_text != idle.to_string().as_bytes() {
+        if rec.idle != idle {
             return Ok(TouchOutcome::Invalid);
         }
-        let mismatch = !fp.is_empty() && !rec.fp.is_empty() && rec.fp != fp.as_bytes();
+        let mismatch = !fp.is_empty() && !rec.fp.is_empty() && !hex_is(rec.fp, fp.as_bytes());
         let flag = mismatch && touch.binding == BindingPolicy::Flag && !rec.dm;
-        let moved = !ip.is_empty()
-            && (rec.lip != ip.as_bytes()
-                || (!rec.ipc && !rec.ip.is_empty() && rec.ip != ip.as_bytes()));
+        let moved = ip.is_some_and(|ip| {
+            !ip_is(rec.lip, ip) || (!rec.ipc && !rec.ip.is_empty() && !ip_is(rec.ip, ip))
+        });
         if flag || moved {
-            return self.touch_script(token, &th, &ip, &fp, &touch).await;
+            return self.touch_script(token, &th, ip, fp, &touch).await;
         }
         let now = Utc::now().timestamp_millis();
         Ok(TouchOutcome::Valid(Arc::new(self.session(&rec, now)?)))
@@ -702,7 +737,7 @@ impl SessionStore for RedisSessionStore {
 
     #[tracing::instrument(level = "debug", skip_all, fields(user = %session.user_id))]
     async fn update(&self, session: &Session) -> Result<UpdateOutcome> {
-        let body = self.serializer.encode(session)?;
+        let body = self.serializer.encode(&session.body())?;
         let reply: Vec<Value> = UPDATE_SCRIPT
             .call()
             .key(self.user_base(session.user_id))
