@@ -43,6 +43,13 @@ impl TokenHash {
         &self.0
     }
 
+    /// Lower-case hex into `buf`, without allocating.
+    pub fn hex_into<'a>(&self, buf: &'a mut [u8; 64]) -> &'a str {
+        // Cannot fail: the buffer is exactly twice the digest, and hex digits are ASCII.
+        let _ = hex::encode_to_slice(self.0, buf);
+        std::str::from_utf8(buf).unwrap_or_default()
+    }
+
     /// Lower-case hex, as used in Redis keys.
     pub fn to_hex(&self) -> String {
         let mut text = [0_u8; 64];

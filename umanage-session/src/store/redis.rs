@@ -400,7 +400,9 @@ impl RedisSessionStore {
 
     /// The base of the user's keys, `<prefix>:sess:{<user-id>}:`.
     pub fn user_base(&self, user: UserId) -> String {
-        self.conn.keys().key_with("sess", &user.to_string(), "")
+        let mut id = uuid::Uuid::encode_buffer();
+        let id = user.as_uuid().hyphenated().encode_lower(&mut id);
+        self.conn.keys().key_with("sess", id, "")
     }
 
     /// A session from a script's view `[record, last activity ms]`.
@@ -445,7 +447,6 @@ impl RedisSessionStore {
     async fn touch_script(
         &self,
         token: &SessionToken,
-        th: &str,
         ip: Option<IpAddr>,
         fp: &str,
         touch: &Touch,
@@ -458,7 +459,7 @@ impl RedisSessionStore {
         let reply: Vec<Value> = TOUCH_SCRIPT
             .call()
             .key(self.user_base(token.user_id()))
-            .arg(th)
+            .arg(token.hash().to_hex())
             .arg(ip.map(|ip| ip.to_string()).unwrap_or_default())
             .arg(hex::encode(fp))
             .arg(binding)
@@ -656,7 +657,6 @@ impl SessionStore for RedisSessionStore {
 
     #[tracing::instrument(level = "debug", skip_all, fields(user = %token.user_id()))]
     async fn touch(&self, token: &SessionToken, touch: Touch) -> Result<TouchOutcome> {
-        let th = token.hash().to_hex();
         // Rotation, and a rejection that must leave the session as it was, need the
         // script's atomic read-check-write.
         if touch.rotate_to.is_some()
@@ -665,7 +665,7 @@ impl SessionStore for RedisSessionStore {
         {
             let ip = touch.ip.map(umanage_core::net::canonical_ip);
             let fp = touch.fingerprint.as_deref().unwrap_or("");
-            return self.touch_script(token, &th, ip, fp, &touch).await;
+            return self.touch_script(token, ip, fp, &touch).await;
         }
         let idle = ms(token.idle_timeout());
         // The hot path of every request: one buffer for the three key names (the command
@@ -675,7 +675,8 @@ impl SessionStore for RedisSessionStore {
         key.reserve(2 + 64);
         let mut pipe = redis::Pipeline::with_capacity(3);
         key.push_str("t:");
-        key.push_str(&th);
+        let mut hex = [0_u8; 64];
+        key.push_str(token.hash().hex_into(&mut hex));
         pipe.add_command({
             let mut c = redis::Cmd::with_capacity(4, key.len() + 24);
             c.arg("GETEX").arg(key.as_str()).arg("PX").arg(idle);
@@ -718,7 +719,7 @@ impl SessionStore for RedisSessionStore {
         let ip = touch.ip.map(umanage_core::net::canonical_ip);
         if !live || rec.ep_text != current_epoch {
             // Past the absolute deadline or logged out everywhere: the script deletes it.
-            return self.touch_script(token, &th, ip, fp, &touch).await;
+            return self.touch_script(token, ip, fp, &touch).await;
         }
         if rec.idle != idle {
             return Ok(TouchOutcome::Invalid);
@@ -729,7 +730,7 @@ impl SessionStore for RedisSessionStore {
             !ip_is(rec.lip, ip) || (!rec.ipc && !rec.ip.is_empty() && !ip_is(rec.ip, ip))
         });
         if flag || moved {
-            return self.touch_script(token, &th, ip, fp, &touch).await;
+            return self.touch_script(token, ip, fp, &touch).await;
         }
         let now = Utc::now().timestamp_millis();
         Ok(TouchOutcome::Valid(Arc::new(self.session(&rec, now)?)))
