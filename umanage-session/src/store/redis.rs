@@ -38,9 +38,10 @@
 //! finds nothing), and a validation that has to write (a first IP change, a device
 //! mismatch to flag, a rotation, or [`BindingPolicy::Reject`] with a fingerprint, which must
 //! not slide a rejected request) runs the `session_touch` script instead, atomically.
-//! The `last_activity` of a session returned by the pipeline is the host's clock (the
-//! deadlines were enforced by Redis); scripts report the server's `TIME`, and
-//! [`list`](SessionStore::list) derives it from the record's expiry.
+//! The `last_activity` of a session returned by the pipeline is the host's clock
+//! ([`RedisSessionStore::with_clock`]; the deadlines were enforced by Redis, and the
+//! reported idle deadline is `min(last_activity + idle, absolute)`); scripts report the
+//! server's `TIME`, and [`list`](SessionStore::list) derives it from the record's expiry.
 //!
 //! Token hashes are looked up as key names, not compared; what is looked up is the
 //! SHA-256 of a 256-bit secret, so timing reveals nothing usable.
@@ -50,10 +51,10 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::DateTime;
 use redis::Value;
 use umanage_core::redis::{RedisConnection, RedisScript};
-use umanage_core::{BackendError, UserId};
+use umanage_core::{BackendError, SharedClock, SystemClock, UserId};
 
 use super::{
     BindingPolicy, CreateOutcome, LimitPolicy, NewSession, RefreshOutcome, RefreshRequest,
@@ -374,6 +375,7 @@ static REFRESH_SCRIPT: LazyLock<RedisScript> = LazyLock::new(|| script("session_
 pub struct RedisSessionStore {
     conn: RedisConnection,
     serializer: SharedSerializer,
+    clock: SharedClock,
 }
 
 impl RedisSessionStore {
@@ -382,7 +384,17 @@ impl RedisSessionStore {
         Self {
             conn,
             serializer: Arc::new(JsonSerializer),
+            clock: SystemClock::shared(),
         }
+    }
+
+    /// The clock that stamps `last_activity` on sessions returned by the validation
+    /// pipeline (the system clock by default). Only that report: the deadlines are Redis
+    /// key expiry on the server's clock, and scripts report the server's `TIME`.
+    #[must_use]
+    pub fn with_clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Uses another serializer (e.g. [`MsgpackSerializer`](crate::MsgpackSerializer)).
@@ -732,7 +744,7 @@ impl SessionStore for RedisSessionStore {
         if flag || moved {
             return self.touch_script(token, ip, fp, &touch).await;
         }
-        let now = Utc::now().timestamp_millis();
+        let now = self.clock.now().timestamp_millis();
         Ok(TouchOutcome::Valid(Arc::new(self.session(&rec, now)?)))
     }
 
