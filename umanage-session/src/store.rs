@@ -178,12 +178,15 @@ pub enum RefreshOutcome {
 /// # Contract
 ///
 /// * Time is the store's: the memory store reads its [`Clock`](umanage_core::Clock), the
-///   Redis store the server's `TIME`. A session is live while `now` is before both its idle
-///   and its absolute deadline and its credential epoch is the user's current one.
+///   Redis store enforces both deadlines with key expiry on the server's clock. A session
+///   is live while `now` is before both its idle and its absolute deadline and its
+///   credential epoch is the user's current one.
 /// * A session that is not live is never returned, by any method, even when the backend
 ///   still holds its record; touching it does not revive it.
-/// * [`touch`](Self::touch) validates and slides in one atomic step (one round trip): the
-///   new idle deadline is `min(now + the session's idle_timeout, expires_at)`.
+/// * [`touch`](Self::touch) validates and slides in one step (one round trip) that no
+///   concurrent write can split: the new idle deadline is
+///   `min(now + the session's idle_timeout, expires_at)`; a validation that races a
+///   revocation, rotation or epoch bump either happened before it or finds nothing.
 /// * Every write is conditional on the session still being live, so nothing deleted can
 ///   be written back by a request that loaded it earlier.
 /// * [`create`](Self::create) checks the user's limit and inserts atomically.
