@@ -15,8 +15,8 @@ use umanage_core::UserId;
 use umanage_core::redis::{RedisConfig, RedisConnection};
 use umanage_core::testkit;
 use umanage_session::{
-    BindingPolicy, CreateOutcome, NewSession, RedisSessionStore, RefreshToken, Session,
-    SessionStore, SessionToken, Touch, TouchOutcome,
+    BindingPolicy, CreateOutcome, NewSession, RedisSessionStore, RefreshOutcome, RefreshRequest,
+    RefreshToken, Session, SessionStore, SessionToken, Touch, TouchOutcome,
 };
 
 async fn keys(conn: &RedisConnection, pattern: &str) -> Vec<String> {
@@ -190,8 +190,9 @@ async fn a_record_past_its_absolute_deadline_is_not_returned_while_redis_still_h
     );
 }
 
-/// Every validation moves the record's TTL to exactly the idle timeout (that TTL is the
-/// idle deadline), also across a rotation; the absolute marker never moves.
+/// Every validation moves the record's TTL to the idle timeout (that TTL is the idle
+/// deadline, less the millisecond Redis keeps a key through), also across a rotation; the
+/// absolute marker never moves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_record_ttl_is_the_idle_deadline() {
     let Some(ns) = testkit::redis().await else {
@@ -378,4 +379,110 @@ async fn a_foreign_record_is_a_protocol_error() {
         );
         assert!(!err.to_string().contains(token.expose()));
     }
+}
+
+async fn pexpiretime(c: &mut redis::aio::ConnectionManager, key: &str) -> i64 {
+    redis::cmd("PEXPIRETIME")
+        .arg(key)
+        .query_async(c)
+        .await
+        .unwrap()
+}
+
+async fn server_ms(c: &mut redis::aio::ConnectionManager) -> i64 {
+    let (s, us): (i64, i64) = redis::cmd("TIME").query_async(c).await.unwrap();
+    s * 1000 + us / 1000
+}
+
+/// Redis keeps a key through its expiry millisecond, so a record whose expiry were the
+/// idle deadline would still be returned at that deadline, when the session is no longer
+/// live: like the absolute marker, the record expires one millisecond before. Checked on
+/// every path that sets the record's TTL (create, the script, a rotation, a refresh, the
+/// pipeline).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_record_is_gone_at_the_idle_deadline() {
+    let Some(ns) = testkit::redis().await else {
+        return;
+    };
+    let store = RedisSessionStore::new(ns.connection().clone());
+    let user = UserId::new();
+    let idle = Duration::from_secs(30);
+    let (created, mut token) = login_for(&store, user, idle, Duration::from_secs(60)).await;
+    let base = store.user_base(user);
+    let record = |t: &SessionToken| format!("{base}t:{}", t.hash().to_hex());
+    let mut c = ns.connection().manager();
+    let deadline = |s: &Session| s.idle_expires_at.timestamp_millis();
+    assert!(
+        pexpiretime(&mut c, &record(&token)).await < deadline(&created),
+        "create: the record outlives the idle deadline"
+    );
+    let moved = Touch {
+        ip: Some("198.51.100.1".parse().unwrap()),
+        ..Touch::default()
+    };
+    let s = valid(&store, &token, moved).await;
+    assert!(
+        pexpiretime(&mut c, &record(&token)).await < deadline(&s),
+        "script: the record outlives the idle deadline"
+    );
+    let next = SessionToken::generate(user, token.idle_timeout()).unwrap();
+    let rotate = Touch {
+        rotate_to: Some(next.hash()),
+        ..Touch::default()
+    };
+    let s = valid(&store, &token, rotate).await;
+    token = next;
+    assert!(
+        pexpiretime(&mut c, &record(&token)).await < deadline(&s),
+        "rotation: the record outlives the idle deadline"
+    );
+    let r1 = RefreshToken::generate(user, token.idle_timeout()).unwrap();
+    store
+        .start_family(user, created.id, &r1.hash())
+        .await
+        .unwrap()
+        .unwrap();
+    let next = SessionToken::generate(user, token.idle_timeout()).unwrap();
+    let request = RefreshRequest {
+        user,
+        presented: r1.hash(),
+        next_refresh: RefreshToken::generate(user, token.idle_timeout())
+            .unwrap()
+            .hash(),
+        next_session: next.hash(),
+        fingerprint: None,
+        grace: Duration::ZERO,
+    };
+    let RefreshOutcome::Rotated(s) = store.refresh(request).await.unwrap() else {
+        panic!("not rotated")
+    };
+    token = next;
+    assert!(
+        pexpiretime(&mut c, &record(&token)).await < deadline(&s),
+        "refresh: the record outlives the idle deadline"
+    );
+    // The pipeline slides on the server's clock: in a round where the server's
+    // millisecond did not change around the validation, it ran in that millisecond.
+    let idle_ms = i64::try_from(idle.as_millis()).unwrap();
+    let mut checked = 0;
+    for _ in 0..500 {
+        let before = server_ms(&mut c).await;
+        valid(&store, &token, Touch::default()).await;
+        let expiry = pexpiretime(&mut c, &record(&token)).await;
+        if server_ms(&mut c).await != before {
+            continue;
+        }
+        assert!(
+            expiry < before + idle_ms,
+            "pipeline: the record outlives the idle deadline ({expiry} vs {})",
+            before + idle_ms
+        );
+        checked += 1;
+        if checked == 5 {
+            break;
+        }
+    }
+    assert!(checked > 0, "no round within one server millisecond");
+    let listed = store.list(user).await.unwrap();
+    assert!(pexpiretime(&mut c, &record(&token)).await < deadline(&listed[0]));
 }

@@ -10,7 +10,7 @@
 //!
 //! | key | type | holds | expires |
 //! | --- | --- | --- | --- |
-//! | `…t:<th>` | string | the record: a header (`1|sid|version|epoch|created|absolute deadline|idle ms|ip changed|device mismatch|login ip|last ip|fingerprint hex|`) and the encoded session | at the idle deadline (`PX <idle>` at every validation) |
+//! | `…t:<th>` | string | the record: a header (`1|sid|version|epoch|created|absolute deadline|idle ms|ip changed|device mismatch|login ip|last ip|fingerprint hex|`) and the encoded session | just before the idle deadline (`PX <idle - 1>` at every validation) |
 //! | `…a:<th>` | string | `1`: the session is within its absolute lifetime | at the absolute deadline |
 //! | `…idx` | sorted set | session ids scored by their absolute deadline | at the latest member's deadline |
 //! | `…map` | hash | session id → `<th>` (listing and revoking by id) | with `…idx` |
@@ -20,10 +20,11 @@
 //!
 //! # Validation without Lua
 //!
-//! [`touch`](SessionStore::touch) sends `GETEX …t:<th> PX <idle>`, `EXISTS …a:<th>` and
+//! [`touch`](SessionStore::touch) sends `GETEX …t:<th> PX <idle - 1>`, `EXISTS …a:<th>` and
 //! `GET …epoch` as one pipeline (the idle timeout comes from the token, see
 //! [`SessionToken`](crate::SessionToken)). The deadlines are Redis's own key expiry, on the
-//! server's clock:
+//! server's clock (Redis keeps a key through its expiry millisecond, so both keys expire
+//! one millisecond before their deadline, when the session stops being live):
 //!
 //! * past the idle deadline the record key is gone, so `GETEX` returns nothing and sets
 //!   nothing: an expired session is never revived;
@@ -87,6 +88,9 @@ end
 local function cur_epoch() return redis.call('GET', base .. 'epoch') or '0' end
 local function tkey(th) return base .. 't:' .. th end
 local function akey(th) return base .. 'a:' .. th end
+-- The record's TTL for an idle timeout: Redis keeps a key through its expiry millisecond,
+-- so the record expires one millisecond before the idle deadline (at least 1 ms).
+local function slide_ms(idle) return math.max(tonumber(idle) - 1, 1) end
 local PAT = '^1|([^|]*)|(%d+)|(%d+)|(%d+)|(%d+)|(%d+)|([01])|([01])|([^|]*)|([^|]*)|([^|]*)|()'
 local function parse(raw)
   if not raw then return nil end
@@ -130,9 +134,9 @@ end
 
 /// Helpers of the scripts that read or list many sessions.
 const MORE: &str = r"
--- When the session was last validated: its record expires one idle timeout after that.
+-- When the session was last validated: its record expires `slide_ms(idle)` after that.
 local function last_active(th, rec)
-  return redis.call('PEXPIRETIME', tkey(th)) - tonumber(rec.idle)
+  return redis.call('PEXPIRETIME', tkey(th)) - slide_ms(rec.idle)
 end
 local function prune(now, ep)
   for _, sid in ipairs(redis.call('ZRANGEBYSCORE', idx, '-inf', now)) do kill(sid) end
@@ -180,7 +184,7 @@ local aexp = now + life
 local raw = build({sid = sid, ver = '1', ep = ep, ca = string.format('%d', now),
   aexp = string.format('%d', aexp), idle = ARGV[4], ipc = '0', dm = '0', ip = ARGV[8],
   lip = ARGV[8], fp = ARGV[9], body = ARGV[3]})
-redis.call('SET', tkey(th), raw, 'PX', idle)
+redis.call('SET', tkey(th), raw, 'PX', slide_ms(idle))
 -- Redis keeps a key through its expiry millisecond; the session ends before `aexp`.
 redis.call('SET', akey(th), '1', 'PXAT', aexp - 1)
 redis.call('ZADD', idx, aexp, sid)
@@ -229,7 +233,7 @@ if ARGV[5] ~= '' then
   redis.call('HSET', map, rec.sid, ARGV[5])
   tk = ntk
 end
-redis.call('PEXPIRE', tk, rec.idle)
+redis.call('PEXPIRE', tk, slide_ms(rec.idle))
 return {1, {raw, now_ms()}}
 ";
 
@@ -333,14 +337,14 @@ if f[1] == ARGV[1] then
   redis.call('RENAME', tkey(th), ntk)
   redis.call('RENAME', akey(th), akey(ARGV[3]))
   redis.call('HSET', map, sid, ARGV[3])
-  redis.call('PEXPIRE', ntk, rec.idle)
+  redis.call('PEXPIRE', ntk, slide_ms(rec.idle))
   redis.call('HSET', fk, 'cur', ARGV[2], 'prev', ARGV[1], 'pu', now + tonumber(ARGV[5]),
     'pfp', ARGV[4])
   redis.call('SET', nrk, fid, 'PXAT', f[6])
   return {1, {rec.raw, now}}
 end
 if f[2] == ARGV[1] and ARGV[4] ~= '' and f[4] == ARGV[4] and now < tonumber(f[3]) then
-  redis.call('PEXPIRE', tkey(th), rec.idle)
+  redis.call('PEXPIRE', tkey(th), slide_ms(rec.idle))
   return {3, {rec.raw, now}}
 end
 kill(sid)
@@ -691,7 +695,11 @@ impl SessionStore for RedisSessionStore {
         key.push_str(token.hash().hex_into(&mut hex));
         pipe.add_command({
             let mut c = redis::Cmd::with_capacity(4, key.len() + 24);
-            c.arg("GETEX").arg(key.as_str()).arg("PX").arg(idle);
+            // One millisecond short of the idle deadline, like `slide_ms` in the scripts.
+            c.arg("GETEX")
+                .arg(key.as_str())
+                .arg("PX")
+                .arg((idle - 1).max(1));
             c
         });
         key.replace_range(base_len..=base_len, "a");
