@@ -193,7 +193,8 @@ pub async fn unknown_tokens_are_invalid(h: &SessionHarness) {
 }
 
 /// A token carrying another idle timeout than its session's matches nothing: a store
-/// never slides a session by an idle timeout it was not created with.
+/// never slides a session by an idle timeout it was not created with, so the session
+/// still ends at its own idle deadline.
 pub async fn a_token_with_another_idle_timeout_is_invalid(h: &SessionHarness) {
     let user = UserId::new();
     let (mut new, token) = login(user, TICK * 10, TICK * 100);
@@ -201,6 +202,28 @@ pub async fn a_token_with_another_idle_timeout_is_invalid(h: &SessionHarness) {
     create(h, new).await;
     let outcome = h.store.touch(&token, Touch::default()).await.unwrap();
     assert!(matches!(outcome, TouchOutcome::Invalid), "{outcome:?}");
+    // A token with a longer idle timeout than its session's must not keep it alive.
+    let (mut new, token) = login(user, TICK * 20, TICK * 100);
+    new.idle_timeout = TICK * 2;
+    let short = create(h, new).await;
+    h.time.advance(TICK).await;
+    let outcome = h.store.touch(&token, Touch::default()).await.unwrap();
+    assert!(matches!(outcome, TouchOutcome::Invalid), "{outcome:?}");
+    h.time.advance(TICK * 2).await;
+    assert!(
+        h.store
+            .list(user)
+            .await
+            .unwrap()
+            .iter()
+            .all(|s| s.id != short.id),
+        "listed past its idle deadline"
+    );
+    assert_eq!(
+        h.store.update(&short).await.unwrap(),
+        UpdateOutcome::NotFound,
+        "updated past its idle deadline"
+    );
 }
 
 /// `token` with its user id and/or idle timeout bytes replaced (the secret kept).

@@ -30,7 +30,10 @@
 //!   nothing: an expired session is never revived;
 //! * past the absolute deadline the `a:` key is gone, so the session is not returned even
 //!   though its record may linger (at most one idle timeout); it is deleted on the spot;
-//! * a session whose epoch is older than the user's is not returned (and is deleted).
+//! * a session whose epoch is older than the user's is not returned (and is deleted);
+//! * so is a session whose idle timeout is not its token's (only one created with another
+//!   idle timeout than its token carries): no token can ever validate it, and the `GETEX`
+//!   slid it by the token's.
 //!
 //! Native commands cost a Lua script's fixed overhead several times less on redis-server
 //! (see the crate README's benchmarks). The commands of the pipeline are not one atomic
@@ -209,12 +212,14 @@ local th = ARGV[1]
 local tk, ak = tkey(th), akey(th)
 local rec = parse(redis.call('GET', tk))
 if not rec then return {0} end
-if rec.ep ~= cur_epoch() or redis.call('EXISTS', ak) == 0 then
+-- A token of another idle timeout than its session's (the hash covers it, so only a
+-- session created with the wrong one) can never validate it, and the pipeline may have
+-- slid the record by the token's: it goes like a dead one.
+if rec.ep ~= cur_epoch() or redis.call('EXISTS', ak) == 0 or rec.idle ~= ARGV[6] then
   if redis.call('HGET', map, rec.sid) == th then kill(rec.sid) else redis.call('DEL', tk, ak) end
   fit_index()
   return {0}
 end
-if rec.idle ~= ARGV[6] then return {0} end
 if ARGV[3] ~= '' and rec.fp ~= '' and ARGV[3] ~= rec.fp then
   if ARGV[4] == '2' then return {2, rec.sid} end
   if ARGV[4] == '1' then rec.dm = '1' end
@@ -737,12 +742,11 @@ impl SessionStore for RedisSessionStore {
         };
         let fp = touch.fingerprint.as_deref().unwrap_or("");
         let ip = touch.ip.map(umanage_core::net::canonical_ip);
-        if !live || rec.ep_text != current_epoch {
-            // Past the absolute deadline or logged out everywhere: the script deletes it.
+        if !live || rec.ep_text != current_epoch || rec.idle != idle {
+            // Past the absolute deadline, logged out everywhere, or a token of another
+            // idle timeout than the session's (the GETEX above just slid the record by
+            // it, so it must not stay): the script deletes it.
             return self.touch_script(token, ip, fp, &touch).await;
-        }
-        if rec.idle != idle {
-            return Ok(TouchOutcome::Invalid);
         }
         let mismatch = !fp.is_empty() && !rec.fp.is_empty() && !hex_is(rec.fp, fp.as_bytes());
         let flag = mismatch && touch.binding == BindingPolicy::Flag && !rec.dm;
