@@ -295,6 +295,17 @@ fn redis_raw(what: &str) {
                                 .query_async::<redis::Value>(&mut m)
                                 .await
                                 .is_ok(),
+                            "pipeline2" => redis::pipe()
+                                .cmd("GETEX")
+                                .arg(&record)
+                                .arg("PX")
+                                .arg(ttl)
+                                .cmd("EXISTS")
+                                .arg(&marker)
+                                .arg(&epoch)
+                                .query_async::<redis::Value>(&mut m)
+                                .await
+                                .is_ok(),
                             "getex" => redis::cmd("GETEX")
                                 .arg(&record)
                                 .arg("PX")

@@ -142,6 +142,11 @@ fn escape_entity_into(out: &mut String, entity: &str) {
 }
 
 fn escape_into(out: &mut String, text: &str) {
+    if !text.bytes().any(|b| matches!(b, b'%' | b'{' | b'}')) {
+        // The common case (ids, kinds): nothing to escape.
+        out.push_str(text);
+        return;
+    }
     for ch in text.chars() {
         match ch {
             '%' | '{' | '}' => {

@@ -115,25 +115,34 @@ pub struct Session {
     /// Login name at login time.
     pub username: String,
     /// E-mail at login time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
     /// Roles granted to this session.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub roles: Vec<String>,
     /// Permissions granted to this session.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub permissions: Vec<String>,
     /// Client address at login.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip: Option<IpAddr>,
     /// Client address of the latest validation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_ip: Option<IpAddr>,
     /// User agent at login.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_agent: Option<String>,
     /// Device id (from the client, e.g. a device cookie) at login.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device_id: Option<String>,
     /// Device fingerprint at login (a hash of the configured request attributes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fingerprint: Option<String>,
     /// Where the login came from, if a resolver knew.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<Location>,
     /// Whether a second factor was verified in this session.
+    #[serde(default, skip_serializing_if = "is_false")]
     pub mfa_verified: bool,
     /// When the session was created (store time).
     #[serde(default, skip_serializing_if = "is_unset")]
@@ -165,6 +174,7 @@ pub struct Session {
     #[serde(default, skip_serializing_if = "is_false")]
     pub device_mismatch: bool,
     /// Free-form data.
+    #[serde(default, skip_serializing_if = "SessionData::is_empty")]
     pub data: SessionData,
     /// Revision of the caller-owned fields; [`SessionStore::update`](crate::SessionStore::update)
     /// succeeds only on the current one.
@@ -172,8 +182,9 @@ pub struct Session {
     pub version: u64,
 }
 
-// Store-owned fields at their unset values are left out of the serialized form (a store
-// that keeps them elsewhere, like the Redis one, encodes only the caller-owned part).
+// Fields at their empty or unset values are left out of the serialized form (shorter
+// records to decode on every validation); store-owned ones are unset in what a store that
+// keeps them elsewhere, like the Redis one, encodes.
 fn is_unset(t: &DateTime<Utc>) -> bool {
     *t == DateTime::<Utc>::UNIX_EPOCH
 }

@@ -751,7 +751,14 @@ impl SessionStore for RedisSessionStore {
         let mismatch = !fp.is_empty() && !rec.fp.is_empty() && !hex_is(rec.fp, fp.as_bytes());
         let flag = mismatch && touch.binding == BindingPolicy::Flag && !rec.dm;
         let moved = ip.is_some_and(|ip| {
-            !ip_is(rec.lip, ip) || (!rec.ipc && !rec.ip.is_empty() && !ip_is(rec.ip, ip))
+            let at_last = ip_is(rec.lip, ip);
+            // The login address is usually the last one too: one parse then.
+            let at_login = if rec.ip == rec.lip {
+                at_last
+            } else {
+                ip_is(rec.ip, ip)
+            };
+            !at_last || (!rec.ipc && !rec.ip.is_empty() && !at_login)
         });
         if flag || moved {
             return self.touch_script(token, ip, fp, &touch).await;
