@@ -39,7 +39,7 @@ ours() {
     --features "$FEATURES" 2>/dev/null | grep '^umanage_session_validate'
 }
 field() { sed -n "s/.*$1 ops_per_sec=\([0-9.]*\).*/\1/p" | head -1; }
-ratios_rb=(); ratios_ts=(); ratios_rb_mp=()
+ratios_rb=(); ratios_ts=(); ratios_rb_mp=(); ratios_ts_mp=()
 for round in $(seq "$REPEAT"); do
   echo "== round $round: $(uptime | sed 's/.*load/load/')"
   rb="$(redis-benchmark -h 127.0.0.1 -p "$PORT" -t get -c "$CONCURRENCY" -n 200000 -r 10000 -P 1 --csv 2>/dev/null \
@@ -55,12 +55,13 @@ for round in $(seq "$REPEAT"); do
   m="$(echo "$mp" | field umanage_session_validate_msgpack)"
   t="$(echo "$ts" | field tower_sessions_load_save)"
   r1="$(echo "scale=3; $u / $rb" | bc)"; r2="$(echo "scale=3; $u / $t" | bc)"
-  r3="$(echo "scale=3; $m / $rb" | bc)"
-  echo "ratio umanage/redis_benchmark_get=$r1 umanage/tower_sessions_load_save=$r2 umanage_msgpack/redis_benchmark_get=$r3"
-  ratios_rb+=("$r1"); ratios_ts+=("$r2"); ratios_rb_mp+=("$r3")
+  r3="$(echo "scale=3; $m / $rb" | bc)"; r4="$(echo "scale=3; $m / $t" | bc)"
+  echo "ratio umanage/redis_benchmark_get=$r1 umanage/tower_sessions_load_save=$r2 umanage_msgpack/redis_benchmark_get=$r3 umanage_msgpack/tower_sessions_load_save=$r4"
+  ratios_rb+=("$r1"); ratios_ts+=("$r2"); ratios_rb_mp+=("$r3"); ratios_ts_mp+=("$r4")
 done
 median() { printf '%s\n' "$@" | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 echo "== median over $REPEAT rounds: umanage/redis_benchmark_get=$(median "${ratios_rb[@]}")" \
   "umanage/tower_sessions_load_save=$(median "${ratios_ts[@]}")" \
-  "umanage_msgpack/redis_benchmark_get=$(median "${ratios_rb_mp[@]}")"
+  "umanage_msgpack/redis_benchmark_get=$(median "${ratios_rb_mp[@]}")" \
+  "umanage_msgpack/tower_sessions_load_save=$(median "${ratios_ts_mp[@]}")"
 echo "== load after: $(uptime | sed 's/.*load/load/')"

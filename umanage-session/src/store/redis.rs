@@ -442,7 +442,8 @@ impl RedisSessionStore {
     /// The session of a parsed record, last validated at `la_ms`.
     fn session(&self, rec: &Record<'_>, la_ms: i64) -> Result<Session> {
         let mut s = self.serializer.decode(rec.body)?;
-        if rec.sid.parse::<SessionId>().ok() != Some(s.id) {
+        let mut id = uuid::Uuid::encode_buffer();
+        if rec.sid.as_bytes() != s.id.as_uuid().hyphenated().encode_lower(&mut id).as_bytes() {
             return Err(protocol_text("record sid"));
         }
         let at = |ms: i64| {
@@ -529,7 +530,15 @@ impl<'a> Record<'a> {
             return None;
         }
         let sid = std::str::from_utf8(next()?).ok()?;
-        let num = |b: &[u8]| -> Option<i64> { std::str::from_utf8(b).ok()?.parse().ok() };
+        // Decimal digits only (what the scripts write), at most 18 of them: no overflow.
+        let num = |b: &[u8]| -> Option<i64> {
+            if b.is_empty() || b.len() > 18 {
+                return None;
+            }
+            b.iter().try_fold(0_i64, |n, &d| {
+                d.is_ascii_digit().then(|| n * 10 + i64::from(d - b'0'))
+            })
+        };
         let flag = |b: &[u8]| match b {
             b"0" => Some(false),
             b"1" => Some(true),
