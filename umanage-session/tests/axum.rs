@@ -214,7 +214,25 @@ async fn redis_outage_is_503_and_recovers_by_itself() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(status, StatusCode::UNAUTHORIZED, "did not recover");
-    let fresh = login(&manager).await;
+    // Each of the connection's multiplexed connections reconnects on its own: one that
+    // answered does not mean the next command's has; a login may still see one that is
+    // coming back (unavailable), never anything else.
+    let client = umanage_session::ClientInfo::new(RequestContext::new().with_user_agent("Firefox"));
+    let mut fresh = None;
+    for _ in 0..50 {
+        match manager
+            .login(Login::new(UserId::new(), "alice"), &client)
+            .await
+        {
+            Ok(LoginOutcome::Created { token, .. }) => {
+                fresh = Some(token);
+                break;
+            }
+            Err(e) if e.is_unavailable() => tokio::time::sleep(Duration::from_millis(100)).await,
+            other => panic!("{other:?}"),
+        }
+    }
+    let fresh = fresh.expect("logins did not recover");
     let ok = get_me()
         .header(header::AUTHORIZATION, format!("Bearer {}", fresh.expose()))
         .body(Body::empty())

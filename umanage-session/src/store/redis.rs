@@ -443,7 +443,7 @@ impl RedisSessionStore {
     fn session(&self, rec: &Record<'_>, la_ms: i64) -> Result<Session> {
         let mut s = self.serializer.decode(rec.body)?;
         let mut id = uuid::Uuid::encode_buffer();
-        if rec.sid.as_bytes() != s.id.as_uuid().hyphenated().encode_lower(&mut id).as_bytes() {
+        if rec.sid.as_bytes() != s.id.as_uuid().simple().encode_lower(&mut id).as_bytes() {
             return Err(protocol_text("record sid"));
         }
         let at = |ms: i64| {
