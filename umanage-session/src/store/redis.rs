@@ -524,8 +524,21 @@ struct Record<'a> {
 impl<'a> Record<'a> {
     /// Parses `1|sid|ver|ep|ca|aexp|idle|ipc|dm|ip|lip|fp|body`.
     fn parse(raw: &'a [u8]) -> Option<Self> {
-        let mut parts = raw.splitn(13, |&b| b == b'|');
-        let mut next = || parts.next();
+        // memchr over the header (the body after the 12th separator is not scanned).
+        let mut seps = memchr::memchr_iter(b'|', raw);
+        let mut start = 0;
+        let mut fields = 0;
+        let mut next = || {
+            if fields == 12 {
+                fields += 1;
+                return raw.get(start..);
+            }
+            let end = seps.next()?;
+            let part = raw.get(start..end)?;
+            start = end + 1;
+            fields += 1;
+            Some(part)
+        };
         if next()? != b"1" {
             return None;
         }
