@@ -163,6 +163,12 @@ impl SessionManager {
         &self.store
     }
 
+    /// The store itself: calling through `&Arc<dyn SessionStore>` would pick the `Arc`
+    /// forwarding impl and box every call's future twice.
+    fn backend(&self) -> &dyn SessionStore {
+        &*self.store
+    }
+
     /// The config.
     pub fn config(&self) -> &SessionConfig {
         &self.config
@@ -178,9 +184,9 @@ impl SessionManager {
         let span = tracing::info_span!("session.login", user = %login.user_id);
         async move {
             if let Some(old) = &login.replaces
-                && let TouchOutcome::Valid(s) = self.store.touch(old, Touch::default()).await?
+                && let TouchOutcome::Valid(s) = self.backend().touch(old, Touch::default()).await?
             {
-                self.store.revoke(s.user_id, s.id).await?;
+                self.backend().revoke(s.user_id, s.id).await?;
             }
             let ctx = &client.context;
             let mut session = Session::new(login.user_id, login.username);
@@ -215,7 +221,7 @@ impl SessionManager {
                 lifetime: life,
                 limit: self.config.limit(),
             };
-            Ok(match self.store.create(new).await? {
+            Ok(match self.backend().create(new).await? {
                 CreateOutcome::Created { session, evicted } => LoginOutcome::Created {
                     session,
                     token,
@@ -247,7 +253,7 @@ impl SessionManager {
         let span = tracing::debug_span!("session.validate", user = %token.user_id());
         async move {
             let touch = self.touch_for(client);
-            Ok(match self.store.touch(token, touch).await? {
+            Ok(match self.backend().touch(token, touch).await? {
                 TouchOutcome::Valid(s) => Validation::Valid(s),
                 TouchOutcome::DeviceMismatch(_) => Validation::DeviceMismatch,
                 TouchOutcome::Invalid => Validation::Invalid,
@@ -273,7 +279,7 @@ impl SessionManager {
             let next = SessionToken::generate(token.user_id(), token.idle_timeout())?;
             let mut touch = self.touch_for(client);
             touch.rotate_to = Some(next.hash());
-            Ok(match self.store.touch(token, touch).await? {
+            Ok(match self.backend().touch(token, touch).await? {
                 TouchOutcome::Valid(s) => Some((s, next)),
                 TouchOutcome::Invalid | TouchOutcome::DeviceMismatch(_) => None,
             })
@@ -300,7 +306,7 @@ impl SessionManager {
         };
         let mut session = Arc::unwrap_or_clone(session);
         change(&mut session);
-        Ok(match self.store.update(&session).await? {
+        Ok(match self.backend().update(&session).await? {
             UpdateOutcome::Updated(v) => {
                 session.version = v;
                 Some((Arc::new(session), next))
@@ -316,7 +322,7 @@ impl SessionManager {
     /// [`Error::Backend`](crate::Error::Backend).
     pub async fn save(&self, session: &Session) -> Result<UpdateOutcome> {
         let span = tracing::debug_span!("session.save", user = %session.user_id);
-        self.store.update(session).instrument(span).await
+        self.backend().update(session).instrument(span).await
     }
 
     /// Starts a refresh-token family for a live session.
@@ -329,7 +335,7 @@ impl SessionManager {
         async move {
             let token = RefreshToken::generate(session.user_id, session.idle_timeout)?;
             Ok(self
-                .store
+                .backend()
                 .start_family(session.user_id, session.id, &token.hash())
                 .await?
                 .map(|_| token))
@@ -358,7 +364,7 @@ impl SessionManager {
                 fingerprint: self.config.fingerprint().fingerprint(client),
                 grace: self.config.refresh_grace(),
             };
-            Ok(match self.store.refresh(request).await? {
+            Ok(match self.backend().refresh(request).await? {
                 RefreshOutcome::Rotated(session) => Refreshed::Rotated {
                     session,
                     token: next_session,
@@ -383,7 +389,7 @@ impl SessionManager {
     /// [`Error::Backend`](crate::Error::Backend).
     pub async fn list(&self, user: UserId) -> Result<Vec<Session>> {
         let span = tracing::debug_span!("session.list", user = %user);
-        self.store.list(user).instrument(span).await
+        self.backend().list(user).instrument(span).await
     }
 
     /// Logs one session out.
@@ -402,7 +408,7 @@ impl SessionManager {
     /// [`Error::Backend`](crate::Error::Backend).
     pub async fn revoke(&self, user: UserId, id: SessionId) -> Result<bool> {
         let span = tracing::info_span!("session.revoke", user = %user);
-        self.store.revoke(user, id).instrument(span).await
+        self.backend().revoke(user, id).instrument(span).await
     }
 
     /// Revokes every other session of the user ("log out my other devices").
@@ -412,7 +418,7 @@ impl SessionManager {
     /// [`Error::Backend`](crate::Error::Backend).
     pub async fn revoke_others(&self, current: &Session) -> Result<u64> {
         let span = tracing::info_span!("session.revoke_others", user = %current.user_id);
-        self.store
+        self.backend()
             .revoke_all(current.user_id, Some(current.id))
             .instrument(span)
             .await
@@ -426,6 +432,6 @@ impl SessionManager {
     /// [`Error::Backend`](crate::Error::Backend).
     pub async fn logout_everywhere(&self, user: UserId) -> Result<()> {
         let span = tracing::info_span!("session.logout_everywhere", user = %user);
-        self.store.bump_epoch(user).instrument(span).await
+        self.backend().bump_epoch(user).instrument(span).await
     }
 }
