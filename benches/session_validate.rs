@@ -11,9 +11,11 @@
 //!   `umanage_session_validate ops_per_sec=… p50_ms=… p99_ms=…` like the peers in
 //!   `shared/peers/redis`. `CONNS` (2, the `RedisConfig` default) multiplexed connections are shared by the tasks;
 //!   `SERIALIZER=msgpack` (with the `msgpack` feature) stores the sessions as MessagePack.
-//! * `SESSION_RAW=noop|get|pipeline`: the same tasks sending `EVALSHA` of `return 1`, a
-//!   plain `GET` of a 400-byte value, or the validation's two commands (`GETEX` + `MGET`)
-//!   without any client-side work: the ceilings on this machine;
+//! * `SESSION_RAW=<what>`: the same tasks and connections with no client-side work, for the
+//!   ceilings on this machine: `noop` (`EVALSHA` of `return 1`), `get` (a 400-byte `GET`),
+//!   `getex` (`GETEX … PX`), `pipeline` (`GETEX` + `MGET`), `pipeline2` (`GETEX` + a
+//!   two-key `EXISTS`), `pipeline3` (the validation's `GETEX` + `EXISTS` + `GET`), `script`
+//!   (a Lua script making the same two calls);
 //!   `SESSION_CALLGRIND=<n>`: `n` memory validations for callgrind (see below).
 //!
 //! `benches/session_compare.sh` runs it beside `redis-benchmark -t get -c 50` and the
@@ -213,8 +215,8 @@ static MINI: std::sync::LazyLock<umanage::core::redis::RedisScript> =
         )
     });
 
-/// `SESSION_RAW=noop|get|pipeline`: the same tasks and connections sending `EVALSHA` of
-/// `return 1`, a plain `GET`, or the validation's `GETEX` + `MGET` with no client work.
+/// `SESSION_RAW=<what>`: the same tasks and connections sending one fixed command shape
+/// with no client work (see the module docs for the shapes).
 fn redis_raw(what: &str) {
     let Some(url) = redis_url() else { return };
     let concurrency = env_num("CONCURRENCY", 50);
