@@ -200,6 +200,7 @@ fn is_false(b: &bool) -> bool {
 impl Session {
     /// The caller-owned part: a copy with every store-owned field at its unset value, as
     /// stores that keep times and flags beside the body encode it.
+    #[cfg(feature = "redis")]
     pub(crate) fn body(&self) -> Self {
         let mut s = self.clone();
         s.last_ip = None;
