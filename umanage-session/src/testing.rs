@@ -71,6 +71,7 @@ macro_rules! session_conformance {
             concurrent_logins_with_eviction_keep_the_limit,
             ip_change_is_flagged,
             device_binding_policies,
+            empty_fingerprints_count_as_none,
             refresh_rotates_and_reuse_revokes_the_family,
             refresh_grace_covers_only_the_same_client,
             refresh_reuse_under_concurrency_revokes_the_family,
@@ -713,6 +714,33 @@ pub async fn ip_change_is_flagged(h: &SessionHarness) {
     assert_eq!(moved.ip, Some(ip("192.0.2.10")));
     let back = touch(h, &token).await.unwrap();
     assert!(back.ip_changed, "flag was lost");
+}
+
+/// An empty fingerprint is no fingerprint: never a mismatch, and no grace for a refresh.
+pub async fn empty_fingerprints_count_as_none(h: &SessionHarness) {
+    let user = UserId::new();
+    let (new, token) = login(user, TICK * 10, TICK * 100);
+    create(h, new).await;
+    let empty = Touch {
+        fingerprint: Some(String::new()),
+        binding: BindingPolicy::Reject,
+        ..Touch::default()
+    };
+    let out = h.store.touch(&token, empty).await.unwrap();
+    assert!(
+        matches!(&out, TouchOutcome::Valid(s) if !s.device_mismatch),
+        "{out:?}"
+    );
+    // A family whose previous token was used without a fingerprint grants no grace.
+    let (_, _, r1) = family(h, user).await;
+    let (req, _, _) = refresh_request(user, &r1, "", TICK * 10);
+    assert!(matches!(
+        h.store.refresh(req).await.unwrap(),
+        RefreshOutcome::Rotated(_)
+    ));
+    let (req, _, _) = refresh_request(user, &r1, "", TICK * 10);
+    let out = h.store.refresh(req).await.unwrap();
+    assert!(matches!(out, RefreshOutcome::Reused), "{out:?}");
 }
 
 /// Ignore leaves the session alone, Flag marks it, Reject refuses and changes nothing.

@@ -287,7 +287,7 @@ impl SessionStore for MemorySessionStore {
             }
             let mismatch = matches!(
                 (&rec.session.fingerprint, &touch.fingerprint),
-                (Some(a), Some(b)) if a != b
+                (Some(a), Some(b)) if !a.is_empty() && !b.is_empty() && a != b
             );
             if mismatch {
                 match touch.binding {
@@ -459,6 +459,7 @@ impl SessionStore for MemorySessionStore {
                 Some((prev, until, Some(fp)))
                     if *prev == request.presented
                         && now < *until
+                        && !fp.is_empty()
                         && request.fingerprint.as_ref() == Some(fp)
             );
             if grace && let Some(rec) = u.sessions.get_mut(&sid) {

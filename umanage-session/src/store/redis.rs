@@ -609,9 +609,20 @@ fn protocol_text(what: &str) -> Error {
     )))
 }
 
+/// A reply of the wrong shape. Only its kind and size are described: a reply can hold a
+/// session record, whose body is the user's data.
 fn protocol(what: &str, v: &Value) -> Error {
+    let shape = match v {
+        Value::Nil => "nil".to_owned(),
+        Value::Int(_) => "an integer".to_owned(),
+        Value::BulkString(b) => format!("a {}-byte string", b.len()),
+        Value::Array(a) => format!("an array of {}", a.len()),
+        Value::SimpleString(_) => "a status".to_owned(),
+        Value::ServerError(_) => "an error".to_owned(),
+        _ => "another type".to_owned(),
+    };
     Error::Backend(BackendError::Protocol(format!(
-        "session script reply: bad {what}: {v:?}"
+        "session script reply: bad {what} ({shape})"
     )))
 }
 
