@@ -109,8 +109,10 @@ pub type SessionData = serde_json::Map<String, serde_json::Value>;
 #[non_exhaustive]
 pub struct Session {
     /// Public handle.
+    #[serde(default = "nil_session", skip_serializing_if = "is_nil_session")]
     pub id: SessionId,
     /// The user.
+    #[serde(default = "nil_user", skip_serializing_if = "is_nil_user")]
     pub user_id: UserId,
     /// Login name at login time.
     pub username: String,
@@ -185,6 +187,20 @@ pub struct Session {
 // Fields at their empty or unset values are left out of the serialized form (shorter
 // records to decode on every validation); store-owned ones are unset in what a store that
 // keeps them elsewhere, like the Redis one, encodes.
+// The ids are never nil in a real session; a store that keys records by them (the Redis
+// one) leaves them out of the body and fills them back in.
+fn nil_session() -> SessionId {
+    SessionId(Uuid::nil())
+}
+fn is_nil_session(id: &SessionId) -> bool {
+    id.0.is_nil()
+}
+fn nil_user() -> UserId {
+    UserId::from_uuid(Uuid::nil())
+}
+fn is_nil_user(id: &UserId) -> bool {
+    id.as_uuid().is_nil()
+}
 fn is_unset(t: &DateTime<Utc>) -> bool {
     *t == DateTime::<Utc>::UNIX_EPOCH
 }
@@ -203,6 +219,8 @@ impl Session {
     #[cfg(feature = "redis")]
     pub(crate) fn body(&self) -> Self {
         let mut s = self.clone();
+        s.id = nil_session();
+        s.user_id = nil_user();
         s.last_ip = None;
         s.created_at = DateTime::<Utc>::UNIX_EPOCH;
         s.last_activity = DateTime::<Utc>::UNIX_EPOCH;

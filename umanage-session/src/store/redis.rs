@@ -426,8 +426,8 @@ impl RedisSessionStore {
         self.conn.keys().key_with("sess", id, "")
     }
 
-    /// A session from a script's view `[record, last activity ms]`.
-    fn parse_view(&self, value: &Value) -> Result<Session> {
+    /// A session of `user` from a script's view `[record, last activity ms]`.
+    fn parse_view(&self, user: UserId, value: &Value) -> Result<Session> {
         let Value::Array(f) = value else {
             return Err(protocol("session view", value));
         };
@@ -436,16 +436,15 @@ impl RedisSessionStore {
         };
         let raw = bytes(raw).ok_or_else(|| protocol("record", raw))?;
         let rec = Record::parse(raw).ok_or_else(|| protocol_text("record header"))?;
-        self.session(&rec, int(la)?)
+        self.session(user, &rec, int(la)?)
     }
 
-    /// The session of a parsed record, last validated at `la_ms`.
-    fn session(&self, rec: &Record<'_>, la_ms: i64) -> Result<Session> {
+    /// The session of `user` in a parsed record, last validated at `la_ms`. The body has
+    /// neither id (the header has it) nor user (the key has it).
+    fn session(&self, user: UserId, rec: &Record<'_>, la_ms: i64) -> Result<Session> {
         let mut s = self.serializer.decode(rec.body)?;
-        let mut id = uuid::Uuid::encode_buffer();
-        if rec.sid.as_bytes() != s.id.as_uuid().simple().encode_lower(&mut id).as_bytes() {
-            return Err(protocol_text("record sid"));
-        }
+        s.id = rec.sid.parse().map_err(|_| protocol_text("record sid"))?;
+        s.user_id = user;
         let at = |ms: i64| {
             DateTime::from_timestamp_millis(ms).ok_or_else(|| protocol_text("record time"))
         };
@@ -490,7 +489,9 @@ impl RedisSessionStore {
             .invoke(&self.conn)
             .await?;
         match reply.as_slice() {
-            [Value::Int(1), view] => Ok(TouchOutcome::Valid(Arc::new(self.parse_view(view)?))),
+            [Value::Int(1), view] => Ok(TouchOutcome::Valid(Arc::new(
+                self.parse_view(token.user_id(), view)?,
+            ))),
             [Value::Int(0)] => Ok(TouchOutcome::Invalid),
             [Value::Int(2), sid] => Ok(TouchOutcome::DeviceMismatch(
                 text(sid)
@@ -687,7 +688,7 @@ impl SessionStore for RedisSessionStore {
             .await?;
         match reply.as_slice() {
             [Value::Int(1), view, Value::Array(evicted)] => {
-                let session = self.parse_view(view)?;
+                let session = self.parse_view(new.session.user_id, view)?;
                 let evicted = evicted
                     .iter()
                     .map(|v| {
@@ -797,7 +798,11 @@ impl SessionStore for RedisSessionStore {
             return self.touch_script(token, ip, fp, &touch).await;
         }
         let now = self.clock.now().timestamp_millis();
-        Ok(TouchOutcome::Valid(Arc::new(self.session(&rec, now)?)))
+        Ok(TouchOutcome::Valid(Arc::new(self.session(
+            token.user_id(),
+            &rec,
+            now,
+        )?)))
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(user = %session.user_id))]
@@ -832,7 +837,7 @@ impl SessionStore for RedisSessionStore {
             .await?;
         let mut out = reply
             .iter()
-            .map(|v| self.parse_view(v))
+            .map(|v| self.parse_view(user, v))
             .collect::<Result<Vec<_>>>()?;
         out.sort_by_key(|s| (s.created_at, s.id));
         Ok(out)
@@ -910,8 +915,12 @@ impl SessionStore for RedisSessionStore {
             .invoke(&self.conn)
             .await?;
         match reply.as_slice() {
-            [Value::Int(1), view] => Ok(RefreshOutcome::Rotated(Arc::new(self.parse_view(view)?))),
-            [Value::Int(3), view] => Ok(RefreshOutcome::Grace(Arc::new(self.parse_view(view)?))),
+            [Value::Int(1), view] => Ok(RefreshOutcome::Rotated(Arc::new(
+                self.parse_view(request.user, view)?,
+            ))),
+            [Value::Int(3), view] => Ok(RefreshOutcome::Grace(Arc::new(
+                self.parse_view(request.user, view)?,
+            ))),
             [Value::Int(2)] => Ok(RefreshOutcome::Reused),
             [Value::Int(0)] => Ok(RefreshOutcome::Invalid),
             [Value::Int(-1)] => Err(Error::Duplicate),
