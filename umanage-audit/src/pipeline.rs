@@ -961,7 +961,8 @@ impl AuditDestination for StorageDestination {
         &self.name
     }
     async fn deliver(&self, events: &[AuditEvent]) -> Result<()> {
-        self.storage
+        // `*self.storage`: through `&dyn`, not the `Arc` forwarding impl (one boxed future)
+        (*self.storage)
             .append(&self.chain_id, events)
             .await
             .map(|_| ())

@@ -80,6 +80,12 @@ impl AuditChain {
         &self.storage
     }
 
+    /// The storage itself: calling through `&Arc<dyn AuditStorage>` would pick the `Arc`
+    /// forwarding impl and box every call's future twice.
+    fn backend(&self) -> &dyn AuditStorage {
+        &*self.storage
+    }
+
     /// Signs and stores a checkpoint of the current head of `chain_id` (of the empty head
     /// when nothing was appended yet).
     ///
@@ -90,14 +96,14 @@ impl AuditChain {
     pub async fn checkpoint(&self, chain_id: &str) -> Result<Checkpoint> {
         check_chain_id(chain_id)?;
         let head = self
-            .storage
+            .backend()
             .head(chain_id)
             .await?
             .unwrap_or_else(|| ChainHead::empty(chain_id));
         let cp = self
             .keyring
             .sign(chain_id, head.seq, head.hash, self.clock.now());
-        self.storage.put_checkpoint(&cp).await?;
+        self.backend().put_checkpoint(&cp).await?;
         Ok(cp)
     }
 
@@ -166,7 +172,7 @@ impl AuditChain {
             checkpoints_checked: 0,
             first_break: None,
         };
-        let Some(head) = self.storage.head(chain_id).await? else {
+        let Some(head) = self.backend().head(chain_id).await? else {
             return self.verify_empty(chain_id, report).await;
         };
         let start = match range.start_bound() {
@@ -187,7 +193,7 @@ impl AuditChain {
         let (mut prev_seq, mut prev_hash) = if start == head.pruned_seq + 1 {
             if head.pruned_seq > 0 {
                 let cut = self
-                    .storage
+                    .backend()
                     .checkpoints(chain_id, head.pruned_seq, head.pruned_seq)
                     .await?;
                 report.checkpoints_checked += cut.len() as u64;
@@ -201,7 +207,12 @@ impl AuditChain {
             }
             (head.pruned_seq, head.pruned_hash)
         } else {
-            match self.storage.read_chain(chain_id, start - 1, 1).await?.pop() {
+            match self
+                .backend()
+                .read_chain(chain_id, start - 1, 1)
+                .await?
+                .pop()
+            {
                 Some(p) if p.seq == start - 1 => (p.seq, p.hash),
                 _ => {
                     report.first_break = brk(start - 1, BreakKind::Deleted);
@@ -215,7 +226,7 @@ impl AuditChain {
         let mut prev_prev: Option<Digest> = None;
 
         let mut checkpoints: VecDeque<Checkpoint> = self
-            .storage
+            .backend()
             .checkpoints(chain_id, start, u64::MAX)
             .await?
             .into();
@@ -224,7 +235,10 @@ impl AuditChain {
         let mut exhausted = false;
         loop {
             while !exhausted && window.len() <= LOOKAHEAD {
-                let rows = self.storage.read_chain(chain_id, next_fetch, PAGE).await?;
+                let rows = self
+                    .backend()
+                    .read_chain(chain_id, next_fetch, PAGE)
+                    .await?;
                 if rows.len() < PAGE {
                     exhausted = true;
                 }
@@ -269,9 +283,9 @@ impl AuditChain {
         if open_end {
             // Rows beyond the head that no append recorded (re-reading the head so a
             // concurrent append is not mistaken for an insertion).
-            let beyond = self.storage.read_chain(chain_id, head.seq + 1, 1).await?;
+            let beyond = self.backend().read_chain(chain_id, head.seq + 1, 1).await?;
             if let Some(extra) = beyond.first() {
-                let now_head = self.storage.head(chain_id).await?.map_or(0, |h| h.seq);
+                let now_head = self.backend().head(chain_id).await?.map_or(0, |h| h.seq);
                 if extra.seq > now_head {
                     report.first_break = brk(extra.seq, BreakKind::Inserted);
                     return Ok(report);
@@ -280,7 +294,7 @@ impl AuditChain {
             // Checkpoints beyond the verified end: signed heads the rows no longer reach.
             for cp in checkpoints.iter().filter(|cp| cp.seq > end) {
                 report.checkpoints_checked += 1;
-                let now_head = self.storage.head(chain_id).await?.map_or(0, |h| h.seq);
+                let now_head = self.backend().head(chain_id).await?.map_or(0, |h| h.seq);
                 if cp.seq > now_head || !self.keyring.verify(cp) {
                     report.first_break = brk(cp.seq, BreakKind::CheckpointMismatch);
                     return Ok(report);
@@ -292,14 +306,14 @@ impl AuditChain {
 
     async fn verify_empty(&self, chain_id: &str, mut report: VerifyReport) -> Result<VerifyReport> {
         // No head: any row or non-genesis checkpoint is foreign.
-        if let Some(r) = self.storage.read_chain(chain_id, 0, 1).await?.first() {
+        if let Some(r) = self.backend().read_chain(chain_id, 0, 1).await?.first() {
             report.first_break = Some(ChainBreak {
                 seq: r.seq,
                 kind: BreakKind::Inserted,
             });
             return Ok(report);
         }
-        for cp in self.storage.checkpoints(chain_id, 0, u64::MAX).await? {
+        for cp in self.backend().checkpoints(chain_id, 0, u64::MAX).await? {
             report.checkpoints_checked += 1;
             if cp.seq != 0 || cp.hash != Digest::ZERO || !self.keyring.verify(&cp) {
                 report.first_break = Some(ChainBreak {
@@ -332,7 +346,7 @@ impl AuditChain {
     ) -> Result<PruneReport> {
         let cutoff = self.clock.now()
             - chrono::TimeDelta::from_std(max_age).unwrap_or(chrono::TimeDelta::MAX);
-        let Some(head) = self.storage.head(chain_id).await? else {
+        let Some(head) = self.backend().head(chain_id).await? else {
             return Ok(PruneReport {
                 removed: 0,
                 archived: 0,
@@ -343,7 +357,7 @@ impl AuditChain {
         let mut archived = 0;
         let mut next = head.pruned_seq + 1;
         'scan: loop {
-            let rows = self.storage.read_chain(chain_id, next, PAGE).await?;
+            let rows = self.backend().read_chain(chain_id, next, PAGE).await?;
             if rows.is_empty() {
                 break;
             }
@@ -376,8 +390,8 @@ impl AuditChain {
             });
         };
         let cp = self.keyring.sign(chain_id, seq, hash, self.clock.now());
-        self.storage.put_checkpoint(&cp).await?;
-        let removed = self.storage.prune(chain_id, seq, hash).await?;
+        self.backend().put_checkpoint(&cp).await?;
+        let removed = self.backend().prune(chain_id, seq, hash).await?;
         Ok(PruneReport {
             removed,
             archived,

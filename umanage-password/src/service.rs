@@ -135,6 +135,12 @@ impl PasswordService {
         &self.pool
     }
 
+    /// The store itself: calling through `&Arc<dyn CredentialStore>` would pick the `Arc`
+    /// forwarding impl and box every call's future twice.
+    fn backend(&self) -> &dyn CredentialStore {
+        &*self.store
+    }
+
     /// Sets a password without knowing the current one (registration, administrator reset,
     /// reset link): policy and history are enforced, minimum age is not.
     ///
@@ -149,7 +155,7 @@ impl PasswordService {
         info: &UserInfo,
         new_password: &NormalizedPassword,
     ) -> Result<ChangeOutcome> {
-        let current = self.store.get(user).await?;
+        let current = self.backend().get(user).await?;
         self.store_new(user, info, new_password, current.as_ref())
             .await
     }
@@ -170,7 +176,7 @@ impl PasswordService {
         current_password: &NormalizedPassword,
         new_password: &NormalizedPassword,
     ) -> Result<ChangeOutcome> {
-        let Some(current) = self.store.get(user).await? else {
+        let Some(current) = self.backend().get(user).await? else {
             return Ok(ChangeOutcome::NoCredential);
         };
         let ok = self
@@ -205,7 +211,7 @@ impl PasswordService {
         user: &UserId,
         password: &NormalizedPassword,
     ) -> Result<LoginOutcome> {
-        let Some(current) = self.store.get(user).await? else {
+        let Some(current) = self.backend().get(user).await? else {
             // Same work as a real check, so timing does not tell which users exist.
             let dummy = self.dummy_hash().await?;
             let _ = self.pool.verify(password.clone(), dummy).await?;
@@ -220,7 +226,7 @@ impl PasswordService {
             VerifyOutcome::Match => false,
             VerifyOutcome::MatchNeedsRehash(new_hash) => {
                 // A concurrent change wins over the rehash (the new password is newer).
-                self.store
+                self.backend()
                     .upgrade_hash(user, current.version, new_hash)
                     .await?
             }
@@ -238,7 +244,7 @@ impl PasswordService {
     /// [`PasswordError::Backend`](crate::PasswordError::Backend) when the store fails.
     #[tracing::instrument(name = "password.expiry_status", skip_all, fields(user = %user))]
     pub async fn expiry_status(&self, user: &UserId) -> Result<Option<ExpiryStatus>> {
-        Ok(self.store.get(user).await?.map(|c| self.expiry_of(&c)))
+        Ok(self.backend().get(user).await?.map(|c| self.expiry_of(&c)))
     }
 
     fn expiry_of(&self, credential: &Credential) -> ExpiryStatus {
@@ -289,7 +295,7 @@ impl PasswordService {
         let changed_at = self.clock.now();
         let new = NewCredential::new(hash, changed_at, n.saturating_sub(1));
         match self
-            .store
+            .backend()
             .replace(user, current.map(|c| c.version), new)
             .await?
         {

@@ -182,6 +182,12 @@ impl AdaptiveRateLimiter {
         })
     }
 
+    /// The wrapped store itself: calling through `&Arc<dyn RateLimitStore>` would pick the
+    /// `Arc` forwarding impl and box every call's future twice.
+    fn backend(&self) -> &dyn RateLimitStore {
+        &*self.inner
+    }
+
     /// The factor in force.
     pub fn factor(&self) -> f64 {
         *self.factor.lock()
@@ -352,7 +358,7 @@ impl AdaptiveRateLimiter {
 impl RateLimitStore for AdaptiveRateLimiter {
     async fn check(&self, key: &str, strategy: &Strategy, cost: u32) -> Result<Decision> {
         let s = self.effective(strategy);
-        self.inner.check(key, &s, cost).await
+        self.backend().check(key, &s, cost).await
     }
 
     async fn check_all(&self, checks: &[Check<'_>]) -> Result<Vec<Decision>> {
@@ -366,7 +372,7 @@ impl RateLimitStore for AdaptiveRateLimiter {
                 cost: c.cost,
             })
             .collect();
-        self.inner.check_all(&checks).await
+        self.backend().check_all(&checks).await
     }
 }
 

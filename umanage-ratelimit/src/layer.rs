@@ -461,6 +461,12 @@ impl Shared {
         }
     }
 
+    /// The store itself: calling through `&Arc<dyn RateLimitStore>` would pick the `Arc`
+    /// forwarding impl and box every call's future twice.
+    fn backend(&self) -> &dyn RateLimitStore {
+        &*self.store
+    }
+
     fn client_ip(&self, parts: &Parts) -> Option<IpAddr> {
         let info = request_info(parts, None);
         self.extractor.client_ip(&info)
@@ -470,6 +476,8 @@ impl Shared {
     async fn strategy_for(&self, i: usize, req: &LimitRequest<'_>) -> Strategy {
         let mut strategy = *req.rule.strategy();
         for adjuster in &self.adjusters[i] {
+            // through `&dyn`, not the `Arc` forwarding impl (one boxed future, not two)
+            let adjuster: &dyn LimitAdjuster = &**adjuster;
             match adjuster.adjust(strategy, req).await {
                 Ok(s) => strategy = s,
                 Err(err) => tracing::warn!(
@@ -556,7 +564,7 @@ where
                     cost: shared.rules.rules()[*i].cost(),
                 })
                 .collect();
-            let decisions = match shared.store.check_all(&checks).await {
+            let decisions = match shared.backend().check_all(&checks).await {
                 Ok(d) => d,
                 Err(err) => {
                     tracing::warn!(error = %err, "rate limit check failed");

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use umanage::audit::{AuditFilter, AuditQuery, AuditStorage, Outcome, event_types};
+use umanage::audit::{AuditFilter, AuditQuery, Outcome, event_types};
 use umanage::core::UserId;
 
 use super::auth::{Ctx, require_admin};
@@ -118,7 +118,7 @@ pub(crate) async fn admin_audit(
         query = query.after(c);
     }
     s.logger.flush().await.map_err(|e| backend(&e, false))?;
-    let page = s.stores.audit.query(&query).await.map_err(|e| match e {
+    let page = (*s.stores.audit).query(&query).await.map_err(|e| match e {
         umanage::audit::Error::Backend(b) => backend(&b, b.is_unavailable()),
         _ => Problem::new(
             StatusCode::BAD_REQUEST,

@@ -563,9 +563,7 @@ pub async fn bootstrap_admin(
     password: &str,
 ) -> Result<bool, String> {
     let s = &state.inner;
-    let admins = s
-        .stores
-        .accounts
+    let admins = (*s.stores.accounts)
         .count_with_role(&Role::admin())
         .await
         .map_err(|e| e.to_string())?;

@@ -9,7 +9,6 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use umanage::account::AccountStore;
 use umanage::audit::{Outcome, event_types};
 use umanage::password::service::ChangeOutcome;
 use umanage::password::{NormalizedPassword, UserInfo, Violation};
@@ -61,9 +60,7 @@ pub(crate) async fn change_password(
     let ctx = ctx
         .with_user_id(session.user_id)
         .with_session_id(session.id.to_string());
-    let account = s
-        .stores
-        .accounts
+    let account = (*s.stores.accounts)
         .get(session.user_id)
         .await
         .map_err(|e| account_err(&e))?

@@ -10,13 +10,12 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use umanage::account::AccountStore;
 use umanage::audit::{Outcome, event_types};
 use umanage::core::{RequestContext, UserId};
 use umanage::password::NormalizedPassword;
 use umanage::password::service::{ExpiryStatus, LoginOutcome as PasswordLogin};
-use umanage::password::spray::{LoginAttempt, SprayAction, SprayDetector};
-use umanage::ratelimit::{Check, Decision, RateLimitStore};
+use umanage::password::spray::{LoginAttempt, SprayAction};
+use umanage::ratelimit::{Check, Decision};
 use umanage::session::{ClientInfo, Login, LoginOutcome, Session, SessionId};
 
 use super::auth::{Ctx, authenticate};
@@ -61,8 +60,7 @@ pub(crate) async fn login(
     let account = if body.login.len() > 320 {
         None
     } else {
-        s.stores
-            .accounts
+        (*s.stores.accounts)
             .find_by_login(&body.login)
             .await
             .map_err(|e| account_err(&e))?
@@ -70,9 +68,7 @@ pub(crate) async fn login(
     // Per-account throttle (before any hashing, so a locked-out account costs nothing).
     if let Some(account) = &account {
         let key = format!("login-account:{}", account.id);
-        let decisions = s
-            .stores
-            .limiter
+        let decisions = (*s.stores.limiter)
             .check_all(&[Check {
                 key: &key,
                 strategy: &s.account_limit,
@@ -99,7 +95,7 @@ pub(crate) async fn login(
     let login_key = body.login.trim().to_lowercase();
     let source = ctx.client_ip;
     if let Some(ip) = source {
-        match s.spray.assess(&LoginAttempt::new(ip, &login_key)).await {
+        match (*s.spray).assess(&LoginAttempt::new(ip, &login_key)).await {
             Ok(a) if !a.action.is_allow() => {
                 let reasons: Vec<String> = a
                     .reasons
@@ -133,9 +129,9 @@ pub(crate) async fn login(
         let attempt = LoginAttempt::new(ip, &login_key);
         let ok = matches!(verified, PasswordLogin::Success { .. });
         let recorded = if ok {
-            s.spray.record_success(&attempt).await
+            (*s.spray).record_success(&attempt).await
         } else {
-            s.spray.record_failure(&attempt).await
+            (*s.spray).record_failure(&attempt).await
         };
         if let Err(e) = recorded {
             eprintln!("spray detector unavailable: {e}");

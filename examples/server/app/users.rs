@@ -12,7 +12,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use umanage::account::{Account, AccountStore, CreateWithError, NewAccount, Role, create_with};
+use umanage::account::{Account, CreateWithError, NewAccount, Role, create_with};
 use umanage::audit::{Outcome, event_types};
 use umanage::core::UserId;
 use umanage::password::service::ChangeOutcome;
@@ -173,9 +173,7 @@ pub(crate) async fn me(
     if let Some(account) = s.accounts_seen.get(session.user_id, now, ttl) {
         return Ok(axum::Json(account_json(&account)).into_response());
     }
-    let account = s
-        .stores
-        .accounts
+    let account = (*s.stores.accounts)
         .get(session.user_id)
         .await
         .map_err(|e| account_err(&e))?

@@ -164,6 +164,12 @@ impl ResilientLimiter {
         self.down_until.lock().is_some_and(|until| until > now)
     }
 
+    /// The primary store itself: calling through `&Arc<dyn RateLimitStore>` would pick the
+    /// `Arc` forwarding impl and box every call's future twice.
+    fn primary(&self) -> &dyn RateLimitStore {
+        &*self.primary
+    }
+
     fn skip_primary(&self, now: Micros) -> bool {
         self.down_until.lock().is_some_and(|until| until > now)
     }
@@ -188,7 +194,8 @@ impl ResilientLimiter {
 
     async fn degraded(&self, checks: &[Check<'_>]) -> Result<Vec<Decision>> {
         match (self.policy, &self.fallback) {
-            (FailurePolicy::Fallback, Some(local)) => local.check_all(checks).await,
+            // `**local`: through `&dyn`, not the `Arc` forwarding impl
+            (FailurePolicy::Fallback, Some(local)) => (**local).check_all(checks).await,
             (FailurePolicy::FailClosed, _) => Ok(checks
                 .iter()
                 .map(|c| Decision {
@@ -235,7 +242,7 @@ impl RateLimitStore for ResilientLimiter {
         if self.skip_primary(now) {
             return self.degraded(checks).await;
         }
-        let result = self.primary.check_all(checks).await;
+        let result = self.primary().check_all(checks).await;
         if self.mark(&result, now) {
             return self.degraded(checks).await;
         }
