@@ -371,15 +371,13 @@ fn redis_load() {
         .unwrap();
     rt.block_on(async move {
         let prefix = format!("umanage-bench-rl-{}", std::process::id());
-        let mut connections = Vec::new();
-        for _ in 0..conns {
-            let cfg = umanage_core::redis::RedisConfig::builder(&url)
-                .key_prefix(&prefix)
-                .build()
-                .unwrap();
-            connections.push(cfg.connect().await.expect("redis connection"));
-        }
-        let limiter = Arc::new(RedisRateLimiter::with_connections(connections).unwrap());
+        let cfg = umanage_core::redis::RedisConfig::builder(&url)
+            .key_prefix(&prefix)
+            .connections(conns.max(1))
+            .build()
+            .unwrap();
+        let connection = cfg.connect().await.expect("redis connection");
+        let limiter = Arc::new(RedisRateLimiter::new(connection));
         let s = Strategy::gcra(1_000_000, Duration::from_secs(60), 1_000_000).unwrap();
         let start = Instant::now();
         let measure_from = start + warmup;

@@ -11,7 +11,7 @@
 #      default /var/tmp/umanage-peers), CARGO_TARGET_DIR as usual.
 # Per round it prints the load average, `redis_benchmark_get`, the three
 # `tower_sessions_*` lines and `umanage_session_validate` (JSON and MessagePack
-# records), then the ratios of umanage to redis-benchmark GET and to
+# records), then the ratios of both to redis-benchmark GET and to
 # tower_sessions_load_save (the per-request work that matches a validation: load the
 # session and write the touched expiry back). At the end: the median of each ratio.
 set -euo pipefail

@@ -312,7 +312,8 @@ impl RedisConfigBuilder {
 /// caller that awaits one command before sending the next sees its own writes whichever
 /// connection each went to. After the server goes away, commands fail with an error for
 /// which [`BackendError::is_unavailable`] is true, and the connections are re-established
-/// in the background; no command is re-sent.
+/// in the background, each on its own: just after the server returns, a command that goes
+/// to a connection not yet back can still fail as unavailable. No command is re-sent.
 #[derive(Clone)]
 pub struct RedisConnection {
     managers: Arc<[ConnectionManager]>,

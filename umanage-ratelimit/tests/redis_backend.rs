@@ -178,13 +178,17 @@ async fn gcra_check_and_batch_share_state() {
         return;
     };
     let one = RedisRateLimiter::new(ns.connection().clone());
-    let many = RedisRateLimiter::with_connections(vec![
-        ns.connection().clone(),
-        ns.connection().clone(),
-        ns.connection().clone(),
-    ])
-    .unwrap();
-    assert!(RedisRateLimiter::with_connections(Vec::new()).is_err());
+    // Three multiplexed connections, used in turn.
+    let many = RedisRateLimiter::new(
+        umanage_core::redis::RedisConfig::builder(ns.url())
+            .key_prefix(ns.prefix())
+            .connections(3)
+            .build()
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
+    );
     let s = Strategy::gcra(4, Duration::from_secs(3600), 4).unwrap();
     let mut conn = ns.connection().manager();
     let key = one.redis_key("shared", &s);

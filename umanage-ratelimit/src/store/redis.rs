@@ -1,7 +1,6 @@
 //! The Redis limiter: one script, one round trip, server time.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, LazyLock};
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -46,72 +45,22 @@ static GCRA: LazyLock<RedisScript> =
 ///
 /// # Connections
 ///
-/// A [`RedisConnection`] is one multiplexed connection: concurrent checks are pipelined on
-/// it. [`with_connections`](Self::with_connections) spreads checks over several (round
-/// robin), which helps when one connection's driver task becomes the bottleneck.
+/// Concurrent checks are pipelined on the [`RedisConnection`]'s multiplexed connections,
+/// which it uses in turn ([`RedisConfigBuilder::connections`](umanage_core::redis::RedisConfigBuilder::connections)).
 #[derive(Debug, Clone)]
 pub struct RedisRateLimiter {
     conn: RedisConnection,
-    more: Arc<[RedisConnection]>,
-    next: Arc<AtomicUsize>,
 }
 
 impl RedisRateLimiter {
     /// A limiter on `conn` (keys under the connection's prefix).
     pub fn new(conn: RedisConnection) -> Self {
-        Self {
-            conn,
-            more: Arc::from(Vec::new()),
-            next: Arc::new(AtomicUsize::new(0)),
-        }
+        Self { conn }
     }
 
-    /// A limiter over several connections to the same server (checks go round robin).
-    /// Keys are built with the first connection's prefix.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidConfig`](crate::Error::InvalidConfig) for an empty list or
-    /// connections with different key prefixes.
-    pub fn with_connections(conns: Vec<RedisConnection>) -> Result<Self> {
-        let mut conns = conns.into_iter();
-        let Some(conn) = conns.next() else {
-            return Err(crate::Error::InvalidConfig(
-                "RedisRateLimiter::with_connections needs at least one connection".into(),
-            ));
-        };
-        let more: Vec<RedisConnection> = conns.collect();
-        if more
-            .iter()
-            .any(|c| c.keys().prefix() != conn.keys().prefix())
-        {
-            return Err(crate::Error::InvalidConfig(
-                "RedisRateLimiter connections must share one key prefix".into(),
-            ));
-        }
-        Ok(Self {
-            conn,
-            more: Arc::from(more),
-            next: Arc::new(AtomicUsize::new(0)),
-        })
-    }
-
-    /// The (first) connection.
+    /// The connection.
     pub fn connection(&self) -> &RedisConnection {
         &self.conn
-    }
-
-    /// The connection for the next call.
-    fn pick(&self) -> &RedisConnection {
-        if self.more.is_empty() {
-            return &self.conn;
-        }
-        let n = self.next.fetch_add(1, Ordering::Relaxed) % (self.more.len() + 1);
-        if n == 0 {
-            &self.conn
-        } else {
-            &self.more[n - 1]
-        }
     }
 
     /// The Redis key holding `key`'s state under `strategy`.
@@ -159,7 +108,7 @@ impl RedisRateLimiter {
                 .arg(c.cost)
                 .arg(s.emission_us());
         }
-        let reply: Vec<i64> = call.invoke(self.pick()).await?;
+        let reply: Vec<i64> = call.invoke(&self.conn).await?;
         if reply.len() != 1 + 4 * checks.len() {
             return Err(BackendError::Protocol(format!(
                 "ratelimit script returned {} values for {} checks",
@@ -206,7 +155,7 @@ impl RateLimitStore for RedisRateLimiter {
                 .arg(burst)
                 .arg(cost)
                 .arg(strategy.emission_us())
-                .invoke(self.pick())
+                .invoke(&self.conn)
                 .await?;
             let [allowed, remaining, reset, retry] = reply[..] else {
                 return Err(BackendError::Protocol(format!(

@@ -81,6 +81,12 @@ fn ms(d: Duration) -> i64 {
         .clamp(1, MAX_MS)
 }
 
+/// The TTL a validation gives the record: one millisecond short of the idle timeout,
+/// because Redis keeps a key through its expiry millisecond (`slide_ms` in the scripts).
+fn slide_ms(idle_ms: i64) -> i64 {
+    (idle_ms - 1).max(1)
+}
+
 const COMMON: &str = r"
 local base = KEYS[1]
 local idx, map = base .. 'idx', base .. 'map'
@@ -728,32 +734,23 @@ impl SessionStore for RedisSessionStore {
         let mut key = self.user_base(token.user_id());
         let base_len = key.len();
         key.reserve(2 + 64);
+        let cmd = |name: &str, key: &str, extra: usize| {
+            let mut c = redis::Cmd::with_capacity(2 + extra, key.len() + 8 + 16 * extra);
+            c.arg(name).arg(key);
+            c
+        };
         let mut pipe = redis::Pipeline::with_capacity(3);
         key.push_str("t:");
         let mut hex = [0_u8; 64];
         key.push_str(token.hash().hex_into(&mut hex));
-        pipe.add_command({
-            let mut c = redis::Cmd::with_capacity(4, key.len() + 24);
-            // One millisecond short of the idle deadline, like `slide_ms` in the scripts.
-            c.arg("GETEX")
-                .arg(key.as_str())
-                .arg("PX")
-                .arg((idle - 1).max(1));
-            c
-        });
+        let mut getex = cmd("GETEX", &key, 2);
+        getex.arg("PX").arg(slide_ms(idle));
+        pipe.add_command(getex);
         key.replace_range(base_len..=base_len, "a");
-        pipe.add_command({
-            let mut c = redis::Cmd::with_capacity(2, key.len() + 8);
-            c.arg("EXISTS").arg(key.as_str());
-            c
-        });
+        pipe.add_command(cmd("EXISTS", &key, 0));
         key.truncate(base_len);
         key.push_str("epoch");
-        pipe.add_command({
-            let mut c = redis::Cmd::with_capacity(2, key.len() + 8);
-            c.arg("GET").arg(key.as_str());
-            c
-        });
+        pipe.add_command(cmd("GET", &key, 0));
         let mut conn = self.conn.manager();
         // Integer and nil replies cost the client no allocation (an MGET's array would).
         let (record, live, epoch): (Value, Value, Value) = pipe
